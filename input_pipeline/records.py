@@ -48,7 +48,8 @@ def make_example(image, label, index):
           value=[int(index)])),
   }
   return tf.train.Example(
-      features=tf.train.Features(feature=feature)).SerializeToString()
+      features=tf.train.Features(feature=feature)).SerializeToString(
+          deterministic=True)
 
 
 def parse_example(serialized, image_shape):

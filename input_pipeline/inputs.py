@@ -1,0 +1,347 @@
+"""tf.data input functions for Estimators: training, evaluation, prediction.
+
+Each builder returns a zero-argument callable (an Estimator `input_fn`) that
+builds a `tf.data.Dataset`. `source` is a `sources.DataSource` (any object
+with the fields `name, dataset_dir, info, split, files, counts`).
+
+Training (`train_input_fn`): elements are `(features, features['label'])`
+with the keys of docs/architecture.md, all shapes static:
+
+  image            float32 [B, H, W, C]     labeled batch, `labeled_view`
+  label            int64   [B]
+  unlabeled_views  float32 [U, V, H, W, C]  view v of image u is [u, v]
+                                            (absent when V = 0, i.e. SESEMI
+                                            with proxy='unlabeled')
+  unlabeled_label  int64   [U]              true label or -1, for monitoring
+  proxy_image      float32 [P*6, H, W, C]   SESEMI proxy images
+  proxy_label      int64   [P*6]            0..5 (augment.proxy_transforms)
+
+Streams: the labeled images (files['labeled']) and the unlabeled pool
+(files['unlabeled'], plus the labeled files when
+needs.unlabeled_keeps_labeled) are separate datasets, each sharded, decoded,
+optionally cached as decoded uint8 (params['cache_images']), shuffled
+(params['shuffle_buffer']; 0 or 1: no shuffling), repeated, augmented and
+batched with drop_remainder; the batched streams are zipped. Augmentation
+runs augment.view in its two halves: pixel-value ops per image, then
+normalisation, then geometric/noise ops per image (the same result as
+augment.view); for 'gcn_zca' the normalisation runs on groups of NORM_BATCH
+images, one matrix product per group. Proxy images come either
+from the first needs.proxy_batch images of each unlabeled batch
+(proxy='unlabeled') or from a second, independently shuffled labeled stream
+(proxy='labeled'); their source images get the 'sesemi' view without the
+flip (SESEMI flips the supervised branch only), then the 6 transforms.
+
+Determinism: every element of a stream gets the augmentation seed
+[stream_seed, position in the stream], and all augmentations are stateless
+(augment.py), so a given `seed` gives the same batches whatever the
+parallelism. `seed=None` draws a fresh base seed.
+
+Evaluation and prediction: one pass in file order (files read one after
+the other), no augmentation (view
+'none', normalised per batch), batches of `batch_size`; the last batch is
+padded to the full size with zero images whose `mask` is 0, `label` 0 and
+`index` -1, so every batch has a static shape.
+"""
+
+import collections
+import hashlib
+import random
+
+import tensorflow.compat.v1 as tf
+
+from input_pipeline import augment
+from input_pipeline import errors
+from input_pipeline import preprocessing
+from input_pipeline import records
+
+AUTOTUNE = tf.data.experimental.AUTOTUNE
+MAX_PARALLEL_READS = 8
+# Modes normalised on groups of NORM_BATCH images between the two halves of
+# the views (a [64, D] x [D, D] product instead of 64 matrix-vector ones);
+# the other modes are cheap per image and run in one map.
+GROUP_NORMALIZED = ('gcn_zca',)
+NORM_BATCH = 64
+PROXY_VIEW = 'sesemi'
+
+# One augmented image per training element: `view` of augment.VIEWS with
+# `params`, stored under `key` ('image', 'views' or 'proxy').
+Slot = collections.namedtuple('Slot', ['key', 'view', 'params'])
+
+
+def _graph_only(fn):
+  """Marks a tf.data map function as plain graph code (no AutoGraph).
+
+  The pipeline has no data-dependent Python control flow; AutoGraph would
+  only re-parse the augmentation code, which takes tens of seconds for
+  RandAugment.
+  """
+  return tf.autograph.experimental.do_not_convert(fn)
+
+
+def _mix_seed(*parts):
+  """A deterministic int in [0, 2^31) from any hashable parts."""
+  digest = hashlib.sha256(repr(parts).encode('utf-8')).digest()
+  return int.from_bytes(digest[:4], 'little') & 0x7fffffff
+
+
+def _part_files(source, part):
+  if part not in source.files:
+    raise ValueError('unknown part %r of %s; parts: %s'
+                     % (part, source.name, ', '.join(sorted(source.files))))
+  files = list(source.files[part])
+  if not files:
+    raise errors.DataError('%s: dataset %s has no %r images'
+                           % (source.dataset_dir, source.name, part))
+  return files
+
+
+def _graph_norm(norm):
+  """Turns the norm dict's arrays into graph constants, created once."""
+  return {k: tf.constant(v) if hasattr(v, 'shape') else v
+          for k, v in norm.items()}
+
+
+def _read(files, image_shape, num_shards=1, shard_index=0, cache=False,
+          sequential=False):
+  """Decoded records {image uint8 [H,W,C], label, index} of `files`.
+
+  Files are read in parallel (a deterministic interleave) unless
+  `sequential`, which keeps the file order.
+  """
+  parallel = 1 if sequential else min(len(files), MAX_PARALLEL_READS)
+  dataset = tf.data.TFRecordDataset(files, num_parallel_reads=parallel)
+  if num_shards > 1:
+    dataset = dataset.shard(num_shards, shard_index)
+
+  @_graph_only
+  def parse(serialized):
+    return records.parse_example(serialized, image_shape)
+
+  dataset = dataset.map(parse, num_parallel_calls=AUTOTUNE)
+  return dataset.cache() if cache else dataset
+
+
+def _stream(dataset, params, seed, slots, batch_size, norm):
+  """Shuffled, repeated, augmented, batched stream of the views in `slots`.
+
+  Each image goes through every slot's view in its two halves (augment.py):
+  the pixel-value ops, normalisation, then the geometric and noise ops; for
+  GROUP_NORMALIZED modes the normalisation runs on groups of NORM_BATCH
+  images in between.
+
+  Returns:
+    Dataset of {'label': int64 [B], key: float32 [B, H, W, C] for the keys
+    'image' and 'proxy', [B, V, H, W, C] for 'views' (its slots in order)}.
+  """
+  buffer_size = int(params['shuffle_buffer'])
+  if buffer_size > 1:
+    dataset = dataset.shuffle(buffer_size, seed=seed,
+                              reshuffle_each_iteration=True)
+  dataset = dataset.repeat().enumerate()
+  stream_seed = tf.constant(seed, tf.int64)
+
+  @_graph_only
+  def pixel_stage(position, example):
+    slot_seeds = augment.split_seed(tf.stack([stream_seed, position]),
+                                    len(slots))
+    image01 = augment.to_unit(example['image'])
+    pixels, geometry_seeds = [], []
+    for i, slot in enumerate(slots):
+      pixel_seed, geometry_seed = augment.view_seeds(slot_seeds[i])
+      pixels.append(augment.view_pixels(image01, slot.view, slot.params,
+                                        pixel_seed))
+      geometry_seeds.append(geometry_seed)
+    return {'pixels': tf.stack(pixels), 'seeds': tf.stack(geometry_seeds),
+            'label': example['label']}
+
+  @_graph_only
+  def normalize_stage(element):
+    pixels = element['pixels']
+    flat = tf.reshape(pixels, [-1] + pixels.shape.as_list()[-3:])
+    normalized = tf.reshape(preprocessing.normalize(flat, norm),
+                            tf.shape(pixels))
+    normalized.set_shape(pixels.shape)
+    return dict(element, pixels=normalized)
+
+  @_graph_only
+  def geometry_stage(element):
+    images = collections.OrderedDict()
+    for i, slot in enumerate(slots):
+      images.setdefault(slot.key, []).append(augment.view_geometry(
+          element['pixels'][i], slot.view, slot.params, element['seeds'][i]))
+    out = {'label': element['label']}
+    for key, values in images.items():
+      out[key] = tf.stack(values) if key == 'views' else values[0]
+    return out
+
+  @_graph_only
+  def augment_element(position, example):
+    return geometry_stage(normalize_stage(pixel_stage(position, example)))
+
+  if norm['mode'] in GROUP_NORMALIZED:
+    dataset = dataset.map(pixel_stage, num_parallel_calls=AUTOTUNE)
+    dataset = dataset.batch(NORM_BATCH).map(normalize_stage,
+                                            num_parallel_calls=AUTOTUNE)
+    dataset = dataset.unbatch().map(geometry_stage,
+                                    num_parallel_calls=AUTOTUNE)
+  else:
+    dataset = dataset.map(augment_element, num_parallel_calls=AUTOTUNE)
+  return dataset.batch(batch_size, drop_remainder=True)
+
+
+def _check_train_args(source, needs, num_shards, shard_index):
+  if num_shards < 1 or not 0 <= shard_index < num_shards:
+    raise ValueError('shard_index %d must be in [0, num_shards=%d)'
+                     % (shard_index, num_shards))
+  if needs.proxy == 'unlabeled' and needs.proxy_batch > needs.num_unlabeled:
+    raise ValueError('proxy_batch %d exceeds the unlabeled batch %d'
+                     % (needs.proxy_batch, needs.num_unlabeled))
+  shape = source.info['image_shape']
+  if needs.proxy and shape[0] != shape[1]:
+    raise ValueError('SESEMI proxy transforms need square images, %s has %s'
+                     % (source.name, shape))
+
+
+def unlabeled_files(source, keeps_labeled):
+  """The unlabeled pool's files, plus the labeled ones when asked."""
+  files = list(source.files.get('unlabeled') or [])
+  if keeps_labeled:
+    files += [f for f in source.files['labeled'] if f not in files]
+  if not files:
+    raise errors.DataError('%s: dataset %s has no unlabeled images'
+                           % (source.dataset_dir, source.name))
+  return files
+
+
+def train_input_fn(source, needs, params, seed=None, num_shards=1,
+                   shard_index=0):
+  """Estimator input_fn for training; see the module docstring.
+
+  Args:
+    source: a DataSource.
+    needs: an input_pipeline.needs.InputNeeds.
+    params: dict with normalization, shuffle_buffer, cache_images and the
+      augmentation keys of augment.view.
+    seed: int base seed, or None for a fresh one.
+    num_shards: number of input shards (workers); each reads every
+      num_shards-th record of each stream.
+    shard_index: this worker's shard.
+
+  Returns:
+    A zero-argument callable returning a tf.data.Dataset of
+    (features, labels).
+  """
+  _check_train_args(source, needs, num_shards, shard_index)
+  image_shape = list(source.info['image_shape'])
+  spec = preprocessing.norm_spec(source.info, params['normalization'],
+                                 source.dataset_dir)
+  labeled = _part_files(source, 'labeled')
+  num_unlabeled = needs.num_unlabeled
+  pool = unlabeled_files(source, needs.unlabeled_keeps_labeled) if (
+      num_unlabeled) else []
+  base = random.SystemRandom().randrange(2**31) if seed is None else seed
+  seeds = {name: _mix_seed(base, name, shard_index, num_shards)
+           for name in ('labeled', 'unlabeled', 'proxy')}
+  cache = bool(params['cache_images'])
+
+  def read(files):
+    return _read(files, image_shape, num_shards, shard_index, cache)
+
+  labeled_slots = [Slot('image', needs.labeled_view, params)]
+  unlabeled_slots = [Slot('views', view, params)
+                     for view in needs.unlabeled_views]
+  proxy_slot = Slot('proxy', PROXY_VIEW, dict(params, aug_flip=False))
+  if needs.proxy == 'unlabeled':
+    unlabeled_slots.append(proxy_slot)
+
+  def input_fn():
+    norm = _graph_norm(spec)
+    streams = [_stream(read(labeled), params, seeds['labeled'], labeled_slots,
+                       needs.batch_size, norm)]
+    if num_unlabeled:
+      streams.append(_stream(read(pool), params, seeds['unlabeled'],
+                             unlabeled_slots, num_unlabeled, norm))
+    if needs.proxy == 'labeled':
+      streams.append(_stream(read(labeled), params, seeds['proxy'],
+                             [proxy_slot], needs.proxy_batch, norm))
+
+    @_graph_only
+    def combine(*batches):
+      features = dict(batches[0])
+      proxy_source = None
+      if num_unlabeled:
+        unlabeled = batches[1]
+        features['unlabeled_label'] = unlabeled['label']
+        if 'views' in unlabeled:
+          features['unlabeled_views'] = unlabeled['views']
+        if needs.proxy == 'unlabeled':
+          proxy_source = unlabeled['proxy'][:needs.proxy_batch]
+      if needs.proxy == 'labeled':
+        proxy_source = batches[-1]['proxy']
+      if proxy_source is not None:
+        features['proxy_image'], features['proxy_label'] = (
+            augment.proxy_transforms(proxy_source))
+      return features, features['label']
+
+    dataset = tf.data.Dataset.zip(tuple(streams))
+    return dataset.map(combine).prefetch(AUTOTUNE)
+
+  return input_fn
+
+
+def _padded_batches(source, part, batch_size, params):
+  """(spec, callable building padded, normalised batches of `part`)."""
+  if batch_size < 1:
+    raise ValueError('batch_size must be positive, got %d' % batch_size)
+  files = _part_files(source, part)
+  image_shape = list(source.info['image_shape'])
+  spec = preprocessing.norm_spec(source.info, params['normalization'],
+                                 source.dataset_dir)
+
+  @_graph_only
+  def add_mask(example):
+    return dict(example, mask=tf.constant(1., tf.float32))
+
+  def build():
+    norm = _graph_norm(spec)
+
+    @_graph_only
+    def normalize_batch(batch):
+      return dict(batch, image=preprocessing.normalize(batch['image'], norm))
+
+    dataset = _read(files, image_shape, sequential=True).map(add_mask)
+    padding = {'image': tf.zeros(image_shape, tf.uint8),
+               'label': tf.constant(0, tf.int64),
+               'index': tf.constant(-1, tf.int64),
+               'mask': tf.constant(0., tf.float32)}
+    dataset = dataset.concatenate(
+        tf.data.Dataset.from_tensors(padding).repeat(batch_size - 1))
+    dataset = dataset.batch(batch_size, drop_remainder=True)
+    dataset = dataset.map(normalize_batch, num_parallel_calls=AUTOTUNE)
+    return dataset.prefetch(AUTOTUNE)
+
+  return build
+
+
+def eval_input_fn(source, part, batch_size, params):
+  """Estimator input_fn: one pass over `part`, (features, labels).
+
+  Features: image float32 [B,H,W,C] (normalised, no augmentation), label
+  int64 [B], index int64 [B] (-1 for padding), mask float32 [B] (0 for the
+  padding of the last batch).
+  """
+  build = _padded_batches(source, part, batch_size, params)
+
+  def input_fn():
+    return build().map(lambda features: (features, features['label']))
+
+  return input_fn
+
+
+def predict_input_fn(source, part, batch_size, params):
+  """Estimator input_fn for predict: one pass over `part`, features only.
+
+  Same features as eval_input_fn (image, label, index, mask); rows with
+  mask 0 (index -1) are padding and should be dropped by the consumer.
+  """
+  return _padded_batches(source, part, batch_size, params)

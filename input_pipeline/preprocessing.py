@@ -1,0 +1,124 @@
+"""Pixel normalisation, shared by the input pipeline, eval and the SavedModel.
+
+`norm_spec(info, mode, dataset_dir)` builds a plain dict from the dataset's
+metadata (and, for 'gcn_zca', its stored ZCA matrix); it computes nothing
+from images, so it is cheap and gives the same dict every time.
+`normalize(images, norm)` applies it in the graph.
+
+Modes (x is the pixel value on the [0, 255] scale):
+
+  'zero_one'       x / 255
+  'minus_one_one'  x / 127.5 - 1                      (libml)
+  'standardize'    (x / 255 - mean_c) / std_c          per channel, from
+                                                       dataset_info.json
+  'gcn'            u = x / 255 flattened per image; u -= mean(u);
+                   55 * u / ||u||_2 (||u|| below GCN_EPS counts as 1)  (SESEMI)
+  'gcn_zca'        gcn, then (g - zca_mean) @ zca_matrix with the image
+                   flattened in [H, W, C] order; zca.npz holds `mean` [D] and
+                   `matrix` [D, D], D = H*W*C
+
+'gcn' and 'gcn_zca' are the graph versions of input_pipeline/zca.py's
+gcn_numpy and apply_numpy (same constants).
+"""
+
+import os
+
+import numpy as np
+import tensorflow.compat.v1 as tf
+
+from input_pipeline import errors
+from input_pipeline import zca
+
+MODES = ('zero_one', 'minus_one_one', 'standardize', 'gcn', 'gcn_zca')
+GCN_SCALE = zca.GCN_SCALE
+GCN_EPS = zca.GCN_EPS
+
+
+def norm_spec(info, mode, dataset_dir):
+  """Returns the normalisation dict for `mode` on the dataset `info`.
+
+  Args:
+    info: parsed dataset_info.json (needs `image_shape`; `mean`/`std` for
+      'standardize'; `zca` for 'gcn_zca').
+    mode: one of MODES.
+    dataset_dir: directory holding dataset_info.json (and zca.npz).
+
+  Returns:
+    dict with `mode` and, per mode, `mean`/`std` (float32 [C]), `scale`/`eps`
+    (gcn) and `zca_mean` [D] / `zca_matrix` [D, D] (float32 numpy arrays).
+
+  Raises:
+    ValueError: unknown mode.
+    errors.DataError: the dataset lacks the statistics or the ZCA file.
+  """
+  if mode not in MODES:
+    raise ValueError('unknown normalization %r; known: %s'
+                     % (mode, ', '.join(MODES)))
+  spec = {'mode': mode}
+  channels = int(info['image_shape'][-1])
+  if mode == 'standardize':
+    for key in ('mean', 'std'):
+      values = info.get(key)
+      if values is None or len(values) != channels:
+        raise errors.DataError(
+            '%s: dataset_info.json has no per-channel %r for %d channels'
+            % (dataset_dir, key, channels))
+      spec[key] = np.asarray(values, np.float32)
+    if np.any(spec['std'] <= 0):
+      raise errors.DataError('%s: dataset_info.json has a non-positive std'
+                             % dataset_dir)
+  if mode in ('gcn', 'gcn_zca'):
+    spec['scale'] = GCN_SCALE
+    spec['eps'] = GCN_EPS
+  if mode == 'gcn_zca':
+    spec['zca_mean'], spec['zca_matrix'] = _load_zca(info, dataset_dir)
+  return spec
+
+
+def _load_zca(info, dataset_dir):
+  """Reads (mean [D], matrix [D, D]) from the dataset's zca.npz."""
+  path = os.path.join(dataset_dir, info.get('zca') or zca.FILE_NAME)
+  if not info.get('zca') or not os.path.exists(path):
+    raise errors.DataError(
+        '%s: dataset %r has no ZCA matrix; re-run prepare_data with --zca to '
+        'use --normalization=gcn_zca' % (path, info.get('name')))
+  return zca.load(path, int(np.prod(info['image_shape'])))
+
+
+def normalize(images, norm):
+  """Normalises pixels per `norm` (a norm_spec dict).
+
+  Args:
+    images: [H, W, C] or [N, H, W, C] uint8, or float32 on the [0, 255]
+      scale, with a static shape (except N).
+    norm: dict from norm_spec; its numpy arrays may also be tensors.
+
+  Returns:
+    float32 tensor of the input's shape.
+  """
+  mode = norm['mode']
+  x = tf.cast(images, tf.float32)
+  if mode == 'zero_one':
+    return x / 255.
+  if mode == 'minus_one_one':
+    return x / 127.5 - 1.
+  if mode == 'standardize':
+    return (x / 255. - norm['mean']) / norm['std']
+  if mode not in ('gcn', 'gcn_zca'):
+    raise ValueError('unknown normalization %r; known: %s'
+                     % (mode, ', '.join(MODES)))
+  single = x.shape.ndims == 3
+  if single:
+    x = x[None]
+  shape = x.shape.as_list()[1:]
+  # float64 as in zca.gcn_numpy: a constant image then has an exactly zero
+  # residual (norm below eps) instead of amplified float32 rounding noise.
+  flat = tf.reshape(tf.cast(x, tf.float64) / 255., [-1, int(np.prod(shape))])
+  flat -= tf.reduce_mean(flat, axis=1, keepdims=True)
+  length = tf.sqrt(tf.reduce_sum(tf.square(flat), axis=1, keepdims=True))
+  length = tf.where(length < norm['eps'], tf.ones_like(length), length)
+  flat = tf.cast(norm['scale'] * flat / length, tf.float32)
+  if mode == 'gcn_zca':
+    flat = tf.matmul(flat - norm['zca_mean'], norm['zca_matrix'])
+  out = tf.reshape(flat, [-1] + shape)
+  return out[0] if single else out

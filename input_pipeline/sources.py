@@ -1,0 +1,78 @@
+"""Resolving a dataset or split name to its files (docs/architecture.md).
+
+`resolve(data_dir, 'fashion_mnist')`: labeled = unlabeled = the whole train
+split, no valid. `resolve(data_dir, 'fashion_mnist.1@1000-5000')`: the parts
+of that split. Both also give the dataset's `test` and `train` splits.
+"""
+
+import collections
+import os
+
+from input_pipeline import dataset_info
+from input_pipeline import splits as splits_lib
+from input_pipeline import writer
+from input_pipeline.errors import DataError
+
+PARTS = ('labeled', 'unlabeled', 'valid', 'test', 'train')
+
+DataSource = collections.namedtuple(
+    'DataSource', ['name', 'dataset_dir', 'info', 'split', 'files', 'counts'])
+
+
+def _split_command(data_dir, parsed, split_name):
+  command = 'python launch/prepare_data.py --data_dir=%s --split=%s' % (
+      data_dir, split_name)
+  if parsed.tag:
+    command += (' plus the --labeled_classes / --unlabeled_classes / '
+                '--extra_unlabeled flags that tag %r stands for' % parsed.tag)
+  return command
+
+
+def resolve(data_dir, dataset):
+  """Returns the DataSource of a prepared dataset or split name.
+
+  Args:
+    data_dir: the DATA directory.
+    dataset: `NAME` or `NAME.SEED@LABELS-VALID[.TAG]`.
+
+  Returns:
+    DataSource(name, dataset_dir, info, split, files, counts); `split` is the
+    parsed split.json or None; `files` / `counts` map each of PARTS to its
+    TFRecord paths / number of images (`valid` and `test` may be empty).
+
+  Raises:
+    ValueError: a malformed name.
+    DataError: the dataset or split was never prepared (the message gives the
+      command that creates it) or a shard is missing or has the wrong size.
+  """
+  split = None
+  if '@' in dataset:
+    parsed = splits_lib.parse_split_name(dataset)
+    dataset_dir, info = dataset_info.load_named(data_dir, parsed.name)
+    directory = splits_lib.split_dir(dataset_dir, dataset)
+    if not os.path.isfile(os.path.join(directory, splits_lib.SPLIT_FILE)):
+      raise DataError('split %s was never created (no %s); create it with: %s'
+                      % (dataset, os.path.join(directory,
+                                               splits_lib.SPLIT_FILE),
+                         _split_command(data_dir, parsed, dataset)))
+    split = splits_lib.load(dataset_dir, dataset)
+    entries = {part: (directory, split['parts'][part])
+               for part in splits_lib.PARTS}
+  else:
+    if not writer.NAME_RE.match(dataset):
+      raise ValueError('invalid dataset %r; expected NAME or '
+                       'NAME.SEED@LABELS-VALID[.TAG]' % (dataset,))
+    dataset_dir, info = dataset_info.load_named(data_dir, dataset)
+    train = (dataset_dir, info['splits']['train'])
+    entries = {'labeled': train, 'unlabeled': train,
+               'valid': (dataset_dir, {'count': 0, 'shards': []})}
+  for part in ('test', 'train'):
+    entries[part] = (dataset_dir, info['splits'].get(
+        part, {'count': 0, 'shards': []}))
+  files, counts = {}, {}
+  for part in PARTS:
+    directory, entry = entries[part]
+    dataset_info.check_files_exist(directory, entry)
+    files[part] = [os.path.join(directory, s['file']) for s in entry['shards']]
+    counts[part] = entry['count']
+  return DataSource(dataset, dataset_dir, info, split, files, counts)

@@ -1,0 +1,87 @@
+"""What every entry point shares: error handling, exit codes, paths.
+
+`run(main)` runs an absl main so that a user's mistake ends with one line
+`error: <message>` on stderr instead of a traceback:
+
+  * DataError (bad files, bad splits)                          -> exit 1
+  * UsageError, ValueError, flag parsing errors (bad flags)    -> exit 2
+
+Any other exception is a bug and keeps its traceback.
+"""
+
+import os
+import sys
+
+from absl import app
+from absl import flags
+
+from input_pipeline.errors import DataError
+
+EXIT_DATA_ERROR = 1
+EXIT_USAGE_ERROR = 2
+
+
+class UsageError(Exception):
+  """A bad flag or flag combination; the message names the flag."""
+
+
+def fail(message, code):
+  """Prints `error: <message>` as one line on stderr and exits with `code`."""
+  line = ' '.join(str(message).split())
+  sys.stderr.write('error: %s\n' % line)
+  sys.stderr.flush()
+  sys.exit(code)
+
+
+def _parse_flags(argv):
+  try:
+    return flags.FLAGS(argv)
+  except flags.Error as e:
+    fail(e, EXIT_USAGE_ERROR)
+
+
+def _guarded(main_fn):
+  def main(argv):
+    try:
+      return main_fn(argv)
+    except DataError as e:
+      fail(e, EXIT_DATA_ERROR)
+    except (UsageError, ValueError, flags.Error) as e:
+      fail(e, EXIT_USAGE_ERROR)
+  return main
+
+
+def quiet_tensorflow():
+  """Keeps TensorFlow's own INFO logs and deprecation notices off the console.
+
+  The product prints its own progress; set TF_CPP_MIN_LOG_LEVEL=0 and
+  --verbosity=1 (absl) to see everything TensorFlow says.
+  """
+  os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+  import tensorflow.compat.v1 as tf  # pylint: disable=g-import-not-at-top
+  from tensorflow.python.util import deprecation  # pylint: disable=g-import-not-at-top
+  deprecation._PRINT_DEPRECATION_WARNINGS = False  # pylint: disable=protected-access
+  tf.get_logger().setLevel('ERROR')
+  tf.get_logger().propagate = False
+
+
+def run(main_fn, argv=None):
+  """absl.app.run(main_fn) with one-line errors and the exit codes above."""
+  quiet_tensorflow()
+  app.run(_guarded(main_fn), argv=argv, flags_parser=_parse_flags)
+
+
+def resolve_path(path):
+  """Expands `~` and resolves a relative path against the user's directory.
+
+  Under `bazel run` the program starts in its runfiles tree and the user's
+  directory is $BUILD_WORKING_DIRECTORY; elsewhere it is the current
+  directory. None and '' are returned unchanged.
+  """
+  if not path:
+    return path
+  path = os.path.expanduser(path)
+  if not os.path.isabs(path):
+    path = os.path.join(os.environ.get('BUILD_WORKING_DIRECTORY') or
+                        os.getcwd(), path)
+  return os.path.normpath(path)

@@ -1,0 +1,163 @@
+"""The Estimator factory: tf.estimator.Estimator or npu_bridge's NPUEstimator.
+
+`npu_bridge` (Huawei CANN) is imported here and nowhere else, lazily, only
+when the NPU path is chosen: `--device=npu`, or `--device=auto` on a machine
+where `npu_bridge` imports. The same model_fn runs on both.
+
+The SESEMI/RealMix seeds' Ascend flags map onto NPURunConfig as follows:
+
+| flag | NPURunConfig argument |
+| --- | --- |
+| `--precision_mode=M` | `precision_mode=M` |
+| `--over_dump` (+ `--over_dump_path`) | `dump_config=DumpConfig(enable_dump_debug=True, dump_path=..., dump_debug_mode='all')` |
+| `--data_dump_flag` (+ `--data_dump_step`, `--data_dump_path`) | `dump_config=DumpConfig(enable_dump=True, dump_path=..., dump_step=..., dump_mode='all')` |
+| `--profiling` (+ `--profiling_options`) | `profiling_config=ProfilingConfig(enable_profiling=True, profiling_options=...)` |
+| `--iterations_per_loop=N` | `iterations_per_loop=N` |
+| `--mix_compile_mode` | `mix_compile_mode=True` |
+"""
+
+import importlib
+import json
+import os
+
+from absl import flags
+import tensorflow.compat.v1 as tf
+
+from launch import cli
+
+DEVICES = ('auto', 'cpu', 'gpu', 'npu')
+PRECISION_MODES = ('allow_fp32_to_fp16', 'force_fp16', 'must_keep_origin_dtype',
+                   'allow_mix_precision')
+
+
+def define_flags():
+  """Flags for the run configuration and the Ascend options."""
+  flags.DEFINE_enum('device', 'auto', DEVICES,
+                    'auto: NPU when npu_bridge imports, else CPU/GPU.')
+  flags.DEFINE_integer('save_checkpoints_steps', 1000,
+                       'Checkpoint (and evaluation) interval in steps.')
+  flags.DEFINE_integer('keep_checkpoint_max', 5, 'Checkpoints to keep.')
+  flags.DEFINE_integer('log_every_steps', 100, 'Progress line interval.')
+  flags.DEFINE_integer('intra_op_threads', 0, '0 = TensorFlow chooses.')
+  flags.DEFINE_integer('inter_op_threads', 0, '0 = TensorFlow chooses.')
+  flags.DEFINE_bool('xla', False, 'XLA JIT compilation (CPU/GPU).')
+  flags.DEFINE_enum('precision_mode', None, PRECISION_MODES,
+                    'Ascend precision mode (seed flag).')
+  flags.DEFINE_bool('over_dump', False, 'Ascend overflow dump (seed flag).')
+  flags.DEFINE_string('over_dump_path', None,
+                      'Overflow dump directory (default MODEL_DIR/overflow).')
+  flags.DEFINE_bool('data_dump_flag', False, 'Ascend data dump (seed flag).')
+  flags.DEFINE_integer('data_dump_step', 10, 'Step to dump (seed flag).')
+  flags.DEFINE_string('data_dump_path', None,
+                      'Data dump directory (default MODEL_DIR/data_dump).')
+  flags.DEFINE_bool('profiling', False, 'Ascend profiling (seed flag).')
+  flags.DEFINE_string('profiling_options', None,
+                      'Profiling options JSON (default: training trace into '
+                      'MODEL_DIR/profiling).')
+  flags.DEFINE_integer('iterations_per_loop', 1,
+                       'NPU: steps run on device per session call.')
+  flags.DEFINE_bool('mix_compile_mode', False, 'NPU mixed compile mode.')
+
+
+def options_from_flags(flag_values):
+  """The factory's options as a plain dict (flags are read only here)."""
+  keys = ('device', 'save_checkpoints_steps', 'keep_checkpoint_max',
+          'log_every_steps', 'intra_op_threads', 'inter_op_threads', 'xla',
+          'precision_mode', 'over_dump', 'over_dump_path', 'data_dump_flag',
+          'data_dump_step', 'data_dump_path', 'profiling', 'profiling_options',
+          'iterations_per_loop', 'mix_compile_mode')
+  return {k: flag_values[k].value for k in keys}
+
+
+def npu_available():
+  """True when npu_bridge can be imported (without importing it)."""
+  try:
+    return importlib.util.find_spec('npu_bridge') is not None
+  except (ImportError, ValueError):
+    return False
+
+
+def resolve_device(device):
+  if device == 'auto':
+    return 'npu' if npu_available() else 'cpu'
+  if device == 'npu' and not npu_available():
+    raise cli.UsageError('--device=npu but npu_bridge cannot be imported: '
+                         'install the Ascend CANN toolkit and source its '
+                         'set_env.sh')
+  return device
+
+
+def session_config(opts):
+  config = tf.ConfigProto(allow_soft_placement=True)
+  config.intra_op_parallelism_threads = opts.get('intra_op_threads') or 0
+  config.inter_op_parallelism_threads = opts.get('inter_op_threads') or 0
+  if opts.get('xla'):
+    config.graph_options.optimizer_options.global_jit_level = (
+        tf.OptimizerOptions.ON_1)
+  return config
+
+
+def make_estimator(model_fn, model_dir, params, opts, warm_start_from=None):
+  """Returns (estimator, device) for the options of `options_from_flags`."""
+  device = resolve_device(opts.get('device', 'auto'))
+  common = dict(
+      model_dir=model_dir,
+      tf_random_seed=params.get('seed'),
+      save_summary_steps=opts.get('log_every_steps') or 100,
+      save_checkpoints_steps=opts.get('save_checkpoints_steps'),
+      keep_checkpoint_max=opts.get('keep_checkpoint_max', 5),
+      log_step_count_steps=None,
+      session_config=session_config(opts),
+  )
+  if device != 'npu':
+    config = tf.estimator.RunConfig(**common)
+    return tf.estimator.Estimator(model_fn=model_fn, config=config,
+                                  params=params,
+                                  warm_start_from=warm_start_from), device
+  npu_config = importlib.import_module('npu_bridge.estimator.npu.npu_config')
+  npu_estimator = importlib.import_module(
+      'npu_bridge.estimator.npu.npu_estimator')
+  config = npu_config.NPURunConfig(
+      iterations_per_loop=opts.get('iterations_per_loop') or 1,
+      enable_data_pre_proc=True,
+      precision_mode=opts.get('precision_mode'),
+      mix_compile_mode=bool(opts.get('mix_compile_mode')),
+      dump_config=_dump_config(npu_config, model_dir, opts),
+      profiling_config=_profiling_config(npu_config, model_dir, opts),
+      **common)
+  return npu_estimator.NPUEstimator(model_fn=model_fn, config=config,
+                                    params=params), device
+
+
+def _dump_config(npu_config, model_dir, opts):
+  if opts.get('over_dump') and opts.get('data_dump_flag'):
+    raise cli.UsageError('--over_dump and --data_dump_flag cannot be combined')
+  if opts.get('over_dump'):
+    return npu_config.DumpConfig(
+        enable_dump_debug=True,
+        dump_path=opts.get('over_dump_path') or os.path.join(model_dir,
+                                                             'overflow'),
+        dump_debug_mode='all')
+  if opts.get('data_dump_flag'):
+    return npu_config.DumpConfig(
+        enable_dump=True,
+        dump_path=opts.get('data_dump_path') or os.path.join(model_dir,
+                                                             'data_dump'),
+        dump_step=str(opts.get('data_dump_step')),
+        dump_mode='all')
+  return None
+
+
+def _profiling_config(npu_config, model_dir, opts):
+  if not opts.get('profiling'):
+    return None
+  options = opts.get('profiling_options') or json.dumps({
+      'output': os.path.join(model_dir, 'profiling'),
+      'training_trace': 'on', 'task_trace': 'on',
+      'fp_point': '', 'bp_point': ''})
+  try:
+    json.loads(options)
+  except ValueError as e:
+    raise cli.UsageError('--profiling_options is not valid JSON: %s' % e)
+  return npu_config.ProfilingConfig(enable_profiling=True,
+                                    profiling_options=options)

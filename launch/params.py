@@ -1,0 +1,184 @@
+"""Flags → a validated params dict, and params.json in the model directory.
+
+Every hyperparameter (the keys of model_fns.hparams.COMMON_DEFAULTS and of
+each algorithm module's DEFAULTS) is an absl flag of the same name whose
+default is None, so that the resolution can tell "not given" from "given":
+
+    COMMON_DEFAULTS < algorithm DEFAULTS < --flagfile < explicit flags
+
+`reorder_flagfiles(argv)` moves every --flagfile to the front of the command
+line so that explicit flags win wherever they are written. Flags are read in
+launch/ only and never mutated.
+"""
+
+import json
+import os
+
+from absl import flags
+
+from launch import cli
+from launch import model_dir as model_dir_lib
+from model_fns import hparams
+from model_fns import registry
+
+# Keys that may differ when resuming: they change what is fed or for how
+# long, not the graph that the checkpoint holds.
+RESUMABLE_KEYS = frozenset([
+    'data_dir', 'dataset', 'train_steps', 'epochs', 'shuffle_buffer',
+    'cache_images', 'seed',
+])
+
+# Data facts added by launch, not flags.
+DATA_KEYS = ('num_classes', 'image_shape', 'dataset', 'data_dir')
+
+PARAMS_FILE = 'params.json'
+
+
+def _all_defaults():
+  """Returns {key: default} over the common keys and every algorithm's."""
+  merged = dict(hparams.COMMON_DEFAULTS)
+  for name in registry.NAMES:
+    for key, value in registry.get(name).DEFAULTS.items():
+      if key not in merged or merged[key] is None:
+        merged[key] = value
+      elif isinstance(value, float) and isinstance(merged[key], int) and (
+          not isinstance(merged[key], bool)):
+        merged[key] = value  # A float anywhere makes the flag a float.
+  return merged
+
+
+def define_flags():
+  """Defines one flag per hyperparameter (default None) and launch's flags."""
+  for key, value in sorted(_all_defaults().items()):
+    if key in flags.FLAGS:
+      continue
+    help_text = 'hyperparameter (default: the algorithm\'s, else %r)' % (value,)
+    if isinstance(value, bool):
+      flags.DEFINE_bool(key, None, help_text)
+    elif isinstance(value, int):
+      flags.DEFINE_integer(key, None, help_text)
+    elif isinstance(value, float):
+      flags.DEFINE_float(key, None, help_text)
+    else:
+      flags.DEFINE_string(key, None, help_text)
+  flags.DEFINE_float('base_lr', None, 'alias of --lr (the SESEMI seed\'s name)')
+
+
+def reorder_flagfiles(argv):
+  """Moves --flagfile arguments to the front so explicit flags override them."""
+  files, rest = [], []
+  i = 1
+  while i < len(argv):
+    arg = argv[i]
+    if arg.startswith('--flagfile='):
+      files.append(arg)
+    elif arg in ('--flagfile', '-flagfile') and i + 1 < len(argv):
+      files.append('--flagfile=' + argv[i + 1])
+      i += 1
+    else:
+      rest.append(arg)
+    i += 1
+  return argv[:1] + files + rest
+
+
+def resolve(flag_values, data_facts):
+  """Returns the params dict for the flags given and the data's facts.
+
+  Args:
+    flag_values: absl FlagValues after parsing.
+    data_facts: dict with num_classes, image_shape, dataset, data_dir.
+
+  Raises:
+    cli.UsageError: for an unknown algorithm or an invalid value.
+  """
+  algorithm_name = flag_values['algorithm'].value or (
+      hparams.COMMON_DEFAULTS['algorithm'])
+  try:
+    algorithm = registry.get(algorithm_name)
+  except ValueError as e:
+    raise cli.UsageError('--algorithm: %s' % e)
+  params = dict(hparams.COMMON_DEFAULTS)
+  params.update(algorithm.DEFAULTS)
+  params['algorithm'] = algorithm_name
+  for key in _all_defaults():
+    if key in flag_values and flag_values[key].value is not None:
+      params[key] = flag_values[key].value
+  if flag_values['base_lr'].value is not None:
+    params['lr'] = flag_values['base_lr'].value
+  params.update(data_facts)
+  params['image_shape'] = [int(d) for d in params['image_shape']]
+  validate(params)
+  return params
+
+
+def validate(params):
+  """Checks values a user can get wrong; raises cli.UsageError naming the flag."""
+  from model_fns.networks import NAMES as network_names  # pylint: disable=g-import-not-at-top
+  if params['network'] not in network_names:
+    raise cli.UsageError('--network: unknown network %r; known: %s'
+                         % (params['network'], ', '.join(network_names)))
+  for key in ('batch_size',):
+    if params[key] <= 0:
+      raise cli.UsageError('--%s must be positive, got %r' % (key, params[key]))
+  if params['lr'] <= 0:
+    raise cli.UsageError('--lr must be positive, got %r' % params['lr'])
+  for key in ('train_steps', 'epochs', 'weight_decay', 'weight_decay_l2',
+              'warmup_steps'):
+    if params.get(key, 0) < 0:
+      raise cli.UsageError('--%s must not be negative, got %r'
+                           % (key, params[key]))
+  if not 0 <= params['ema_decay'] < 1:
+    raise cli.UsageError('--ema_decay must be in [0, 1), got %r'
+                         % params['ema_decay'])
+  if params['optimizer'] not in ('sgd', 'adam'):
+    raise cli.UsageError('--optimizer must be sgd or adam, got %r'
+                         % params['optimizer'])
+  if params['lr_schedule'] not in ('constant', 'poly', 'cosine'):
+    raise cli.UsageError('--lr_schedule must be constant, poly or cosine, '
+                         'got %r' % params['lr_schedule'])
+  shape = params['image_shape']
+  if len(shape) != 3 or shape[0] != shape[1]:
+    raise cli.UsageError('images must be square H×W×C, the dataset has %s'
+                         % (shape,))
+
+
+def graph_differences(old, new):
+  """Keys whose values differ between two params dicts and change the graph."""
+  keys = sorted((set(old) | set(new)) - RESUMABLE_KEYS)
+  return [k for k in keys if _norm(old.get(k)) != _norm(new.get(k))]
+
+
+def _norm(value):
+  return json.loads(json.dumps(value))
+
+
+def load(model_dir):
+  """Reads model_dir/params.json; raises cli.UsageError when absent."""
+  path = os.path.join(model_dir, PARAMS_FILE)
+  try:
+    with open(path) as f:
+      return json.load(f)
+  except (IOError, OSError):
+    raise cli.UsageError('%s not found: is %s a model directory made by '
+                         'launch/train.py?' % (path, model_dir))
+  except ValueError as e:
+    raise cli.UsageError('%s is not valid JSON: %s' % (path, e))
+
+
+def save_or_check(model_dir, params):
+  """Writes params.json, or checks a resumed run's params against it.
+
+  A resumed run may change only RESUMABLE_KEYS; any other difference would
+  restore a checkpoint into a different graph, so it is refused naming the
+  keys. The file is written under a temporary name and renamed.
+  """
+  path = os.path.join(model_dir, PARAMS_FILE)
+  if os.path.exists(path):
+    old = load(model_dir)
+    diff = graph_differences(old, params)
+    if diff:
+      raise cli.UsageError(
+          'cannot resume %s with different params: %s (use a new --model_dir)'
+          % (model_dir, ', '.join('%s: %r -> %r' % (k, old.get(k), params.get(k))
+                                  for k in diff)))
+  model_dir_lib.write_atomic(path, json.dumps(params, indent=2, sort_keys=True) + '\n')

@@ -1,0 +1,66 @@
+"""Interpolation Consistency Training (Verma et al. 2019; libml `ict.py`).
+
+The EMA teacher (decay `ema_decay`, training mode) predicts each unlabeled
+image u; the student must predict, on a MixUp of u with a random partner of
+the batch (lam ~ Beta(beta, beta), lam <- max(lam, 1 - lam)), the same MixUp
+of the teacher's predictions:
+
+  L_u = mean over examples and classes of
+        (mix(softmax(teacher(u))) - softmax(f(mix(u))))^2
+  loss = L_x + `consistency_weight` * ramp * L_u
+
+ramp = clip(step / (`warmup_pos` * train_steps), 0, 1) (libml: 40% of
+training). libml pairs each example with the reversed batch; here the
+partner is a random permutation (`ssl_common.mixup`). libml loads two
+views and uses only the first, so one 'weak' view is asked for. Only the
+labeled forward pass updates batch norm. The teacher is
+`ssl_common.ema_teacher_logits`. Defaults: libml's
+(`ssl_common.LIBML_DEFAULTS`), beta 0.5, consistency weight 50.
+"""
+
+import collections
+
+import tensorflow.compat.v1 as tf
+
+from input_pipeline import needs
+from model_fns import base
+from model_fns import ssl_common
+
+NAME = 'ict'
+
+DEFAULTS = dict(ssl_common.LIBML_DEFAULTS)
+DEFAULTS.update({
+    'beta': 0.5,
+    'consistency_weight': 50.0,
+    'warmup_pos': 0.4,
+})
+
+
+def input_needs(params):
+  """B labeled + B unlabeled images in one 'weak' view."""
+  ssl_common.check_teacher_decay(params)
+  ssl_common.check_positive('beta', params['beta'])
+  return needs.InputNeeds(
+      batch_size=params['batch_size'], labeled_view=params['labeled_view'],
+      unlabeled_ratio=1, unlabeled_views=('weak',),
+      unlabeled_keeps_labeled=params['unlabeled_keeps_labeled'])
+
+
+def train_losses(features, labels, params, model):
+  """L_x + w * ramp * L_u; terms 'xe', 'mt'; summary 'monitors/ramp'."""
+  ssl_common.check_teacher_decay(params)
+  xe, update_ops = ssl_common.labeled_xe(features, labels, model)
+  (unlabeled,) = ssl_common.split_views(features['unlabeled_views'])
+  teacher, teacher_update = ssl_common.ema_teacher_logits(
+      model, unlabeled, params['ema_decay'])
+  mixed_u, mixed_targets, _, _ = ssl_common.mixup(
+      unlabeled, tf.nn.softmax(teacher), params['beta'])
+  student = tf.nn.softmax(model.logits(mixed_u, training=True))
+  mt = tf.reduce_mean(tf.square(mixed_targets - student))
+  ramp = ssl_common.position_ramp(tf.train.get_or_create_global_step(),
+                                  params['train_steps'], params['warmup_pos'])
+  return base.LossResult(
+      xe + float(params['consistency_weight']) * ramp * mt,
+      collections.OrderedDict([('xe', xe), ('mt', mt)]),
+      update_ops=update_ops + [teacher_update],
+      summaries={'monitors/ramp': ramp})

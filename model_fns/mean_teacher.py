@@ -1,0 +1,59 @@
+"""Mean Teacher (Tarvainen & Valpola 2017; google-research/mixmatch).
+
+Each unlabeled image comes in two 'weak' views. The teacher, an exponential
+moving average (decay `ema_decay`) of the student's weights run in training
+mode, predicts the first view; the student the second:
+
+  L_u = mean over examples and classes of
+        (softmax(teacher(u_1)) - softmax(f(u_2)))^2
+  loss = L_x + `consistency_weight` * ramp * L_u
+
+ramp = clip(step / (`warmup_pos` * train_steps), 0, 1). Only the labeled
+forward pass updates batch norm (libml). The teacher's averages are kept by
+`ssl_common.ema_teacher_logits` (a separate average with the same decay as
+the spec builder's EMA; see there why). Defaults: libml's
+(`ssl_common.LIBML_DEFAULTS`), consistency weight 50.
+"""
+
+import collections
+
+import tensorflow.compat.v1 as tf
+
+from input_pipeline import needs
+from model_fns import base
+from model_fns import ssl_common
+
+NAME = 'mean_teacher'
+
+DEFAULTS = dict(ssl_common.LIBML_DEFAULTS)
+DEFAULTS.update({
+    'consistency_weight': 50.0,
+    'warmup_pos': 0.4,
+})
+
+
+def input_needs(params):
+  """B labeled + B unlabeled images in two 'weak' views."""
+  ssl_common.check_teacher_decay(params)
+  return needs.InputNeeds(
+      batch_size=params['batch_size'], labeled_view=params['labeled_view'],
+      unlabeled_ratio=1, unlabeled_views=('weak', 'weak'),
+      unlabeled_keeps_labeled=params['unlabeled_keeps_labeled'])
+
+
+def train_losses(features, labels, params, model):
+  """L_x + w * ramp * L_u; terms 'xe', 'mt'; summary 'monitors/ramp'."""
+  ssl_common.check_teacher_decay(params)
+  xe, update_ops = ssl_common.labeled_xe(features, labels, model)
+  view_1, view_2 = ssl_common.split_views(features['unlabeled_views'])
+  teacher, teacher_update = ssl_common.ema_teacher_logits(
+      model, view_1, params['ema_decay'])
+  student = tf.nn.softmax(model.logits(view_2, training=True))
+  mt = tf.reduce_mean(tf.square(tf.nn.softmax(teacher) - student))
+  ramp = ssl_common.position_ramp(tf.train.get_or_create_global_step(),
+                                  params['train_steps'], params['warmup_pos'])
+  return base.LossResult(
+      xe + float(params['consistency_weight']) * ramp * mt,
+      collections.OrderedDict([('xe', xe), ('mt', mt)]),
+      update_ops=update_ops + [teacher_update],
+      summaries={'monitors/ramp': ramp})

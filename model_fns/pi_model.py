@@ -1,0 +1,52 @@
+"""Π-model (Laine & Aila 2017; google-research/mixmatch `pi_model.py`).
+
+Each unlabeled image comes in two 'weak' views. The first view's softmax,
+without gradient, is the target of the second view's:
+
+  L_u = mean over examples and classes of
+        (stop_gradient(softmax(f(u_1))) - softmax(f(u_2)))^2
+  loss = L_x + `consistency_weight` * ramp * L_u
+
+ramp = clip(step / (`warmup_pos` * train_steps), 0, 1) (libml: 40% of
+training). Only the labeled forward pass updates batch norm (libml).
+Defaults: libml's (`ssl_common.LIBML_DEFAULTS`), consistency weight 10.
+"""
+
+import collections
+
+import tensorflow.compat.v1 as tf
+
+from input_pipeline import needs
+from model_fns import base
+from model_fns import ssl_common
+
+NAME = 'pi_model'
+
+DEFAULTS = dict(ssl_common.LIBML_DEFAULTS)
+DEFAULTS.update({
+    'consistency_weight': 10.0,
+    'warmup_pos': 0.4,
+})
+
+
+def input_needs(params):
+  """B labeled + B unlabeled images in two 'weak' views."""
+  return needs.InputNeeds(
+      batch_size=params['batch_size'], labeled_view=params['labeled_view'],
+      unlabeled_ratio=1, unlabeled_views=('weak', 'weak'),
+      unlabeled_keeps_labeled=params['unlabeled_keeps_labeled'])
+
+
+def train_losses(features, labels, params, model):
+  """L_x + w * ramp * L_u; terms 'xe', 'pm'; summary 'monitors/ramp'."""
+  xe, update_ops = ssl_common.labeled_xe(features, labels, model)
+  view_1, view_2 = ssl_common.split_views(features['unlabeled_views'])
+  target = tf.stop_gradient(tf.nn.softmax(model.logits(view_1, training=True)))
+  student = tf.nn.softmax(model.logits(view_2, training=True))
+  pm = tf.reduce_mean(tf.square(target - student))
+  ramp = ssl_common.position_ramp(tf.train.get_or_create_global_step(),
+                                  params['train_steps'], params['warmup_pos'])
+  return base.LossResult(
+      xe + float(params['consistency_weight']) * ramp * pm,
+      collections.OrderedDict([('xe', xe), ('pm', pm)]),
+      update_ops=update_ops, summaries={'monitors/ramp': ramp})

@@ -1,0 +1,311 @@
+"""The shared spec builder: everything about training that is not a loss.
+
+Algorithms return a `base.LossResult`; this module owns the optimizer, the
+learning-rate schedule, L2 and decoupled weight decay, the batch-norm update
+policy, the EMA of the weights, summaries, eval metrics and PREDICT/export
+outputs.
+
+One training step (`build_train_spec`) runs, in this order:
+  1. forward pass (every loss term is computed before any variable changes),
+     batch-norm updates (`LossResult.update_ops`, default all `UPDATE_OPS`)
+     and the optimizer step on `total + L2`, with the learning rate of the
+     current global step;
+  2. decoupled weight decay `kernel <- kernel * (1 - weight_decay * lr)`
+     when `weight_decay > 0`;
+  3. the EMA update of every trainable variable when `ema_decay > 0` (the
+     graph's one EMA object, `training_ema`, which losses may read);
+  4. the global step increment.
+
+Logged tensors (for launch's logging hooks; all are also in the graph
+collection `LOG_COLLECTION`): `train/<term>:0` for every loss term
+(including `train/l2:0` when `weight_decay_l2 > 0`), `train/loss:0` (the
+minimised total) and `train/lr:0`. Summaries: `losses/<term>`,
+`losses/total`, `lr`, up to 3 training images as `images/labeled`, plus
+`LossResult.summaries` under their own names.
+
+Eval and predict name their logits `inference/logits:0` and, when the EMA
+model is built, `inference/ema_logits:0`.
+"""
+
+import collections
+import math
+import weakref
+
+import tensorflow.compat.v1 as tf
+
+from model_fns import base
+
+LOG_COLLECTION = 'train_log'
+OPTIMIZERS = ('sgd', 'adam')
+SCHEDULES = ('constant', 'poly', 'cosine')
+MAX_IMAGE_SUMMARIES = 3
+
+# The one ExponentialMovingAverage of each graph (see `training_ema`).
+_GRAPH_EMA = weakref.WeakKeyDictionary()
+
+
+def learning_rate(global_step, params):
+  """The learning rate at `global_step` (the step about to be taken).
+
+  `constant`: lr. `poly` (SESEMI, per step):
+  `lr * (1 - step / train_steps) ^ lr_decay_power`. `cosine` (FixMatch):
+  `lr * cos(cosine_factor * pi * step / train_steps)`. Progress is clipped to
+  1 past `train_steps`. With `warmup_steps > 0` the scheduled value is
+  multiplied by `min(1, step / warmup_steps)` (linear warm-up from 0).
+
+  Raises:
+    ValueError: unknown `lr_schedule`, or a decaying schedule without a
+      positive `train_steps`.
+  """
+  schedule = params['lr_schedule']
+  if schedule not in SCHEDULES:
+    raise ValueError('unknown lr_schedule %r; known: %s'
+                     % (schedule, ', '.join(SCHEDULES)))
+  step = tf.cast(global_step, tf.float32)
+  lr = tf.constant(float(params['lr']), tf.float32)
+  if schedule != 'constant':
+    if params['train_steps'] <= 0:
+      raise ValueError('lr_schedule %r needs a positive train_steps'
+                       % schedule)
+    progress = tf.minimum(step / float(params['train_steps']), 1.)
+    if schedule == 'poly':
+      lr *= tf.pow(1. - progress, float(params['lr_decay_power']))
+    else:
+      lr *= tf.cos(float(params['cosine_factor']) * math.pi * progress)
+  if params['warmup_steps'] > 0:
+    lr *= tf.minimum(step / float(params['warmup_steps']), 1.)
+  return lr
+
+
+def make_optimizer(params, lr):
+  """`sgd` (`momentum`, Nesterov if `nesterov`) or `adam` (TF defaults).
+
+  Raises:
+    ValueError: unknown `optimizer`.
+  """
+  name = params['optimizer']
+  if name == 'sgd':
+    return tf.train.MomentumOptimizer(lr, params['momentum'],
+                                      use_nesterov=params['nesterov'])
+  if name == 'adam':
+    return tf.train.AdamOptimizer(lr)
+  raise ValueError('unknown optimizer %r; known: %s'
+                   % (name, ', '.join(OPTIMIZERS)))
+
+
+def kernel_variables():
+  """The trainable conv and dense weights ('.../kernel') under scope 'model'.
+
+  Biases and batch-norm parameters are excluded. Networks must therefore name
+  their weight variables 'kernel' (tf.layers does).
+  """
+  return [v for v in tf.trainable_variables(base.MODEL_SCOPE + '/')
+          if v.op.name.endswith('/kernel')]
+
+
+def l2_loss(params, variables=None):
+  """`weight_decay_l2 * sum_k sum(k ** 2)` over `variables` (default: kernels).
+
+  This is the convention of Keras' `l2(c)` regulariser used by the SESEMI
+  reference (`c * sum(w ** 2)`, no 1/2), so SESEMI's 5e-4 is
+  `weight_decay_l2=5e-4`. libml/FixMatch add `wd * sum(tf.nn.l2_loss(w))` =
+  `wd * sum(w ** 2) / 2`: their wd=5e-4 is `weight_decay_l2=2.5e-4` here.
+  """
+  if variables is None:
+    variables = kernel_variables()
+  squares = [tf.reduce_sum(tf.square(v)) for v in variables]
+  total = tf.add_n(squares) if squares else tf.constant(0.)
+  return float(params['weight_decay_l2']) * total
+
+
+def decoupled_decay_ops(variables, rate):
+  """Ops `v <- v * (1 - rate)` for each variable (rate: float or tensor).
+
+  The spec builder runs them after the optimizer step on `kernel_variables()`
+  with `rate = weight_decay * lr` (libml's MixMatch convention).
+  """
+  return [tf.assign(v, v * (1. - rate)) for v in variables]
+
+
+def ema_getter(ema):
+  """A variable-scope custom getter returning `ema`'s shadow when it has one.
+
+  Variables without a shadow (batch-norm moving statistics) are returned
+  unchanged, so the raw and EMA models share them.
+  """
+
+  def custom_getter(getter, name, *args, **kwargs):
+    # TensorFlow passes the next getter by the keyword 'getter'.
+    var = getter(name, *args, **kwargs)
+    average = ema.average(var)
+    return var if average is None else average
+
+  return custom_getter
+
+
+def training_ema(params):
+  """The graph's one EMA of the model weights (decay `ema_decay`).
+
+  Creates the shadow variables (`<variable>/ExponentialMovingAverage`) of
+  every trainable variable that exists now and returns the
+  `tf.train.ExponentialMovingAverage`; later calls in the same graph return
+  the same object. `build_train_spec` updates this object's averages after
+  the optimizer step, and eval/predict read it, so an algorithm whose loss
+  uses the EMA model (Mean Teacher, ICT: `model.logits` under a variable
+  scope with `custom_getter=ema_getter(training_ema(params))`) reads the
+  weights that eval reports and export serves, as of before this step's
+  update. Call it at the top-level variable scope (shadow names depend on
+  it) after the model's variables exist.
+
+  Raises:
+    ValueError: `ema_decay` is not in (0, 1).
+  """
+  ema = _graph_ema(params)
+  # Creates the missing shadow variables; the returned update op is unused
+  # (build_train_spec makes the one that runs after the step).
+  ema.apply(tf.trainable_variables())
+  return ema
+
+
+def _graph_ema(params):
+  """The default graph's ExponentialMovingAverage, created on first use."""
+  decay = params['ema_decay']
+  if not 0 < decay < 1:
+    raise ValueError('the EMA model needs 0 < ema_decay < 1, got %r' % decay)
+  graph = tf.get_default_graph()
+  if graph not in _GRAPH_EMA:
+    _GRAPH_EMA[graph] = tf.train.ExponentialMovingAverage(decay)
+  return _GRAPH_EMA[graph]
+
+
+def _log_and_summarise(terms, total, lr, summaries, features):
+  """Names the logged tensors, fills LOG_COLLECTION and writes summaries."""
+  named = collections.OrderedDict(terms)
+  named['loss'] = total
+  named['lr'] = lr
+  with tf.name_scope('train/'):
+    for name, value in named.items():
+      tf.add_to_collection(LOG_COLLECTION, tf.identity(value, name=name))
+  for name, value in terms.items():
+    tf.summary.scalar('losses/' + name, value)
+  tf.summary.scalar('losses/total', total)
+  tf.summary.scalar('lr', lr)
+  for name, value in (summaries or {}).items():
+    tf.summary.scalar(name, value)
+  if features is not None and 'image' in features:
+    tf.summary.image('images/labeled', features['image'],
+                     max_outputs=MAX_IMAGE_SUMMARIES)
+
+
+def build_train_spec(losses, params, features=None):
+  """EstimatorSpec for TRAIN from an algorithm's `LossResult`.
+
+  Args:
+    losses: `base.LossResult`.
+    params: resolved params (optimizer, schedule, regularisation, EMA keys of
+      `hparams.COMMON_DEFAULTS`, and `train_steps` for decaying schedules).
+    features: the training features dict; its 'image' is summarised.
+
+  Returns:
+    `tf.estimator.EstimatorSpec` whose train_op performs the step described
+    in the module docstring.
+  """
+  global_step = tf.train.get_or_create_global_step()
+  lr = learning_rate(global_step, params)
+  terms = collections.OrderedDict(losses.terms)
+  total = losses.total
+  if params['weight_decay_l2'] > 0:
+    terms['l2'] = l2_loss(params)
+    total += terms['l2']
+  _log_and_summarise(terms, total, lr, losses.summaries, features)
+
+  if losses.update_ops is None:
+    update_ops = tf.get_collection(tf.GraphKeys.UPDATE_OPS)
+  else:
+    update_ops = list(losses.update_ops)
+  optimizer = make_optimizer(params, lr)
+  # Every forward read (loss terms, an EMA teacher) happens before any
+  # variable is updated, even where a gradient does not need the value.
+  with tf.control_dependencies(update_ops + [total] + list(terms.values())):
+    last = optimizer.minimize(total, var_list=tf.trainable_variables())
+  if params['weight_decay'] > 0:
+    with tf.control_dependencies([last]):
+      last = tf.group(*decoupled_decay_ops(
+          kernel_variables(), float(params['weight_decay']) * lr))
+  if params['ema_decay'] > 0:
+    ema = _graph_ema(params)
+    with tf.control_dependencies([last]):
+      last = ema.apply(tf.trainable_variables())
+  with tf.control_dependencies([last]):
+    train_op = tf.assign_add(global_step, 1)
+  return tf.estimator.EstimatorSpec(tf.estimator.ModeKeys.TRAIN, loss=total,
+                                    train_op=train_op)
+
+
+def _raw_and_ema_logits(model, images, params, with_ema):
+  """Inference logits of the raw model and, if `with_ema`, of the EMA one.
+
+  The EMA shadow variables are created as in training (`training_ema`), so
+  they get the training names and are restored from the checkpoint.
+  """
+  raw = tf.identity(model.logits(images, training=False),
+                    name='inference/logits')
+  if not with_ema:
+    return raw, None
+  getter = ema_getter(training_ema(params))
+  with tf.variable_scope(tf.get_variable_scope(), custom_getter=getter,
+                         reuse=True):
+    ema_logits = model.logits(images, training=False)
+  return raw, tf.identity(ema_logits, name='inference/ema_logits')
+
+
+def build_eval_spec(features, labels, params, model):
+  """EstimatorSpec for EVAL: raw and EMA accuracy from one pass.
+
+  Metrics: `accuracy` (raw weights) and, only when `ema_decay > 0`,
+  `ema/accuracy` (there is no separate EMA model otherwise; launch shows
+  '-'). Both are weighted by `features['mask']` (padding of the last batch)
+  when present; images with label -1 get weight 0. Loss: the raw model's
+  mean cross-entropy over the weighted images.
+  """
+  if labels is None:
+    labels = features['label']
+  labels = tf.cast(labels, tf.int64)
+  weights = tf.cast(labels >= 0, tf.float32)
+  if 'mask' in features:
+    weights *= tf.cast(features['mask'], tf.float32)
+  safe_labels = tf.maximum(labels, 0)
+  raw, ema = _raw_and_ema_logits(model, features['image'], params,
+                                 with_ema=params['ema_decay'] > 0)
+  xe = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=safe_labels,
+                                                      logits=raw)
+  loss = tf.reduce_sum(xe * weights) / tf.maximum(tf.reduce_sum(weights), 1.)
+  metrics = {'accuracy': tf.metrics.accuracy(
+      safe_labels, tf.argmax(raw, axis=1), weights=weights)}
+  if ema is not None:
+    metrics['ema/accuracy'] = tf.metrics.accuracy(
+        safe_labels, tf.argmax(ema, axis=1), weights=weights)
+  return tf.estimator.EstimatorSpec(tf.estimator.ModeKeys.EVAL, loss=loss,
+                                    eval_metric_ops=metrics)
+
+
+def build_predict_spec(features, params, model):
+  """EstimatorSpec for PREDICT with `logits`, `probabilities`, `classes`.
+
+  Uses the EMA weights when `ema_decay > 0` and `predict_with_ema`, else the
+  raw ones. The same dict is the default serving signature's outputs.
+  """
+  raw, ema = _raw_and_ema_logits(
+      model, features['image'], params,
+      with_ema=params['ema_decay'] > 0 and params['predict_with_ema'])
+  logits = raw if ema is None else ema
+  predictions = {
+      'logits': logits,
+      'probabilities': tf.nn.softmax(logits),
+      'classes': tf.argmax(logits, axis=1),
+  }
+  signatures = tf.saved_model.signature_constants
+  return tf.estimator.EstimatorSpec(
+      tf.estimator.ModeKeys.PREDICT, predictions=predictions,
+      export_outputs={signatures.DEFAULT_SERVING_SIGNATURE_DEF_KEY:
+                      tf.estimator.export.PredictOutput(predictions)})

@@ -1,0 +1,100 @@
+#!/usr/bin/env bash
+# One-time (and idempotent) set-up of a machine for this project:
+#   - a Python 3.7 virtual environment in .venv with the pinned requirements
+#     (TensorFlow 1.15 supports CPython 3.5-3.7 only);
+#   - Debian packages: Bazel 4.2.3 and the offline Fashion-MNIST;
+#   - .bazelrc.local pointing Bazel at the venv's interpreter.
+# Re-running it is fast and changes nothing when everything is in place.
+#
+# Usage: bash setup.sh [--flavor=stock|intel] [--no-apt]
+#   --flavor=intel installs intel-tensorflow==1.15.2 (MKL-DNN, faster on CPU)
+#   instead of tensorflow==1.15.0 (the default; what Ascend's npu_bridge needs).
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")"
+ROOT=$PWD
+FLAVOR=stock
+APT=1
+for arg in "$@"; do
+  case "$arg" in
+    --flavor=*) FLAVOR=${arg#--flavor=} ;;
+    --no-apt) APT=0 ;;
+    -h|--help) sed -n 2,12p "$0"; exit 0 ;;
+    *) echo "setup.sh: unknown argument '$arg' (try --help)" >&2; exit 2 ;;
+  esac
+done
+case "$FLAVOR" in stock|intel) ;; *) echo "setup.sh: --flavor must be stock or intel" >&2; exit 2 ;; esac
+say() { echo "[setup] $*"; }
+
+# --- Debian packages --------------------------------------------------------
+APT_PKGS=()
+command -v bazel >/dev/null 2>&1 || APT_PKGS+=(bazel-bootstrap)
+[ -d /usr/share/bazel/rules/java ] || APT_PKGS+=(bazel-rules-java)
+[ -d /usr/share/datasets/fashion-mnist ] || APT_PKGS+=(dataset-fashion-mnist)
+if [ ${#APT_PKGS[@]} -gt 0 ]; then
+  if [ "$APT" = 1 ] && [ "$(id -u)" = 0 ]; then
+    say "installing Debian packages: ${APT_PKGS[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -q >/dev/null
+    apt-get install -y -q "${APT_PKGS[@]}" >/dev/null
+  else
+    say "missing Debian packages: ${APT_PKGS[*]}"
+    say "run: sudo apt-get update && sudo apt-get install -y ${APT_PKGS[*]}"
+    [ "$APT" = 1 ] && exit 1
+  fi
+fi
+
+# --- Python 3.7 -------------------------------------------------------------
+find_python37() {
+  local c
+  for c in "${PYTHON37:-}" python3.7 \
+           "$(pyenv root 2>/dev/null)"/versions/3.7*/bin/python \
+           "$HOME"/.pyenv/versions/3.7*/bin/python /usr/bin/python3.7 \
+           /usr/local/bin/python3.7; do
+    [ -n "$c" ] || continue
+    if command -v "$c" >/dev/null 2>&1 &&
+       "$c" -c 'import sys, venv; sys.exit(sys.version_info[:2] != (3, 7))' 2>/dev/null; then
+      command -v "$c"; return 0
+    fi
+  done
+  return 1
+}
+
+VENV_PY=$ROOT/.venv/bin/python
+if ! { [ -x "$VENV_PY" ] && "$VENV_PY" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 7))' 2>/dev/null; }; then
+  if ! PY37=$(find_python37); then
+    echo "setup.sh: no Python 3.7 interpreter found (TensorFlow 1.15 needs 3.5-3.7)." >&2
+    echo "setup.sh: install one, e.g. 'pyenv install 3.7.16', or set PYTHON37=/path/to/python3.7" >&2
+    exit 1
+  fi
+  say "creating .venv from $PY37"
+  rm -rf "$ROOT/.venv"
+  "$PY37" -m venv "$ROOT/.venv"
+fi
+
+# Requirements: install only when the lock or the flavour changed.
+REQ=$ROOT/requirements.lock
+STAMP=$ROOT/.venv/.installed
+WANT="$(sha256sum "$REQ" | cut -d' ' -f1) $FLAVOR"
+if [ "$(cat "$STAMP" 2>/dev/null)" != "$WANT" ]; then
+  say "installing pinned requirements ($FLAVOR TensorFlow); the first time downloads ~500 MB"
+  "$VENV_PY" -m pip install -q --disable-pip-version-check --upgrade "pip==23.2.1"
+  if [ "$FLAVOR" = intel ]; then
+    grep -v '^tensorflow==' "$REQ" > "$ROOT/.venv/requirements.intel"
+    "$VENV_PY" -m pip uninstall -q -y tensorflow >/dev/null 2>&1 || true
+    "$VENV_PY" -m pip install -q --disable-pip-version-check \
+      -r "$ROOT/.venv/requirements.intel" intel-tensorflow==1.15.2
+  else
+    "$VENV_PY" -m pip uninstall -q -y intel-tensorflow >/dev/null 2>&1 || true
+    "$VENV_PY" -m pip install -q --disable-pip-version-check -r "$REQ"
+  fi
+  "$VENV_PY" -c 'import tensorflow, tensorflow_datasets' 2>/dev/null ||
+    { echo "setup.sh: TensorFlow failed to import in .venv" >&2; exit 1; }
+  echo "$WANT" > "$STAMP"
+fi
+
+# --- Bazel ------------------------------------------------------------------
+BAZELRC_LOCAL="build --python_path=$VENV_PY"
+if [ "$(cat "$ROOT/.bazelrc.local" 2>/dev/null)" != "$BAZELRC_LOCAL" ]; then
+  echo "$BAZELRC_LOCAL" > "$ROOT/.bazelrc.local"
+fi
+say "ready: $("$VENV_PY" --version 2>&1), $("$VENV_PY" -c 'import tensorflow as tf; print("TensorFlow", tf.__version__)' 2>/dev/null)"

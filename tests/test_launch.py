@@ -1,0 +1,273 @@
+"""The entry points for real: prepare → train → eval → export, resume, NPU.
+
+Training runs a few steps of a tiny network on tiny 8×8 data written through
+the real writer and splitter; every entry point runs as a subprocess, the way
+a user runs it.
+"""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+
+from absl import flags
+import numpy as np
+import tensorflow.compat.v1 as tf
+
+from input_pipeline import records
+from input_pipeline import sources
+from launch import devices
+from launch import export as export_lib
+from launch import params as params_lib
+from launch import train as train_lib
+from model_fns import core
+from tests import data_fixtures
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+FAKE_NPU = os.path.join(ROOT, 'tests', 'fake_npu_bridge')
+TINY_NET = ['--network=resnet', '--filters=4', '--repeat=1', '--scales=1']
+
+if 'model_dir' not in flags.FLAGS:
+  train_lib.define_flags()
+
+
+def run_entry(script, *args, **kwargs):
+  """Runs launch/<script>.py; returns the CompletedProcess (text output)."""
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3')
+  env.update(kwargs.pop('env', {}))
+  return subprocess.run(
+      [sys.executable, os.path.join(ROOT, 'launch', script + '.py')] +
+      list(args), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+      universal_newlines=True, env=env, cwd=kwargs.pop('cwd', None),
+      timeout=600, check=False)
+
+
+class LaunchTest(tf.test.TestCase):
+
+  @classmethod
+  def setUpClass(cls):
+    super(LaunchTest, cls).setUpClass()
+    cls.data_dir = tempfile.mkdtemp(prefix='launch_data')
+    data_fixtures.prepare_tiny_dataset(cls.data_dir, n_train=64, n_test=16)
+    cls.split = data_fixtures.make_tiny_split(cls.data_dir)  # tiny.1@8-8
+
+  @classmethod
+  def tearDownClass(cls):
+    shutil.rmtree(cls.data_dir, ignore_errors=True)
+    super(LaunchTest, cls).tearDownClass()
+
+  def train(self, model_dir, *extra, **kwargs):
+    result = run_entry('train', '--data_dir=' + self.data_dir,
+                       '--dataset=' + self.split, '--model_dir=' + model_dir,
+                       '--save_checkpoints_steps=5', '--log_every_steps=2',
+                       *(TINY_NET + list(extra)), **kwargs)
+    return result
+
+  def assertSucceeded(self, result):
+    self.assertEqual(result.returncode, 0,
+                     'exit %d\nstdout:\n%s\nstderr:\n%s'
+                     % (result.returncode, result.stdout, result.stderr[-3000:]))
+
+  def assertOneLineError(self, result, *needles):
+    self.assertNotEqual(result.returncode, 0)
+    lines = [l for l in result.stderr.splitlines() if l.startswith('error:')]
+    self.assertLen(lines, 1, result.stderr)
+    self.assertNotIn('Traceback', result.stderr)
+    for needle in needles:
+      self.assertIn(needle, lines[0])
+
+  def test_prepare_train_eval_export(self):
+    """The main job's path on tiny data; EMA eval and the export agree."""
+    work = self.get_temp_dir()
+    model_dir = os.path.join(work, 'run')
+    result = self.train(model_dir, '--algorithm=sesemi', '--batch_size=1',
+                        '--train_steps=6', '--ema_decay=0.5')
+    self.assertSucceeded(result)
+    self.assertIn('step 6/6', result.stdout)
+    self.assertIn('labeled img/s', result.stdout)
+    self.assertIn('xe_proxy', result.stdout)
+    with open(os.path.join(model_dir, 'params.json')) as f:
+      params = json.load(f)
+    self.assertEqual(params['algorithm'], 'sesemi')
+    self.assertEqual(params['train_steps'], 6)
+    self.assertEqual(params['num_classes'], 4)
+
+    result = run_entry('eval', '--model_dir=' + model_dir, '--tta')
+    self.assertSucceeded(result)
+    for row in ('raw', 'ema', 'tuned_raw', 'tuned_ema', 'tta_ema'):
+      self.assertIn(row, result.stdout)
+    with open(os.path.join(model_dir, 'eval_results.json')) as f:
+      table = json.load(f)
+    self.assertEqual(table['step'], 6)
+    self.assertEqual(table['counts'], {'labeled': 8, 'valid': 8, 'test': 16})
+    for row in ('raw', 'ema', 'tuned_raw', 'tuned_ema'):
+      for column in ('labeled', 'valid', 'test'):
+        value = table['results'][row][column]
+        self.assertBetween(value, 0., 100.)
+        # Accuracy over 8 or 16 images is a multiple of 100/16.
+        self.assertAllClose(value * 16 / 100., round(value * 16 / 100.))
+
+    export_dir = os.path.join(work, 'export')
+    result = run_entry('export', '--model_dir=' + model_dir,
+                       '--export_dir=' + export_dir)
+    self.assertSucceeded(result)
+    self.assertIn('verified', result.stdout)
+    self.assertTrue(os.path.exists(os.path.join(export_dir, 'saved_model.pb')))
+    self.assertEmpty([n for n in os.listdir(work) if '.tmp-' in n])
+
+    # The SavedModel serves the EMA weights: its test accuracy is eval's.
+    source = sources.resolve(self.data_dir, self.split)
+    images, labels = [], []
+    for path in source.files['test']:
+      for image, label, _ in records.read_examples(path):
+        images.append(image)
+        labels.append(label)
+    predict = export_lib.load_saved_model(export_dir)
+    by_pixels = predict('serving_default', np.stack(images))
+    by_bytes = predict('predict_bytes', np.array(
+        [records.encode_png(i) for i in images], dtype=object))
+    self.assertAllClose(by_pixels['probabilities'],
+                        by_bytes['probabilities'], atol=1e-6)
+    accuracy = 100. * np.mean(by_pixels['classes'] == np.array(labels))
+    self.assertAllClose(accuracy, table['results']['ema']['test'])
+
+    # Exporting again needs --overwrite; the old export stays intact.
+    result = run_entry('export', '--model_dir=' + model_dir,
+                       '--export_dir=' + export_dir)
+    self.assertOneLineError(result, '--overwrite')
+    self.assertTrue(os.path.exists(os.path.join(export_dir, 'saved_model.pb')))
+
+  def test_resume_and_params_mismatch(self):
+    model_dir = os.path.join(self.get_temp_dir(), 'run')
+    self.assertSucceeded(self.train(model_dir, '--algorithm=supervised',
+                                    '--batch_size=4', '--train_steps=10'))
+    result = self.train(model_dir, '--algorithm=supervised', '--batch_size=4',
+                        '--train_steps=20')
+    self.assertSucceeded(result)
+    self.assertIn('resuming from', result.stdout)
+    self.assertIn('(step 10)', result.stdout)
+    checkpoint = tf.train.latest_checkpoint(model_dir)
+    reader = tf.train.load_checkpoint(checkpoint)
+    self.assertEqual(reader.get_tensor('global_step'), 20)
+    with open(os.path.join(model_dir, 'params.json')) as f:
+      self.assertEqual(json.load(f)['train_steps'], 20)
+
+    result = self.train(model_dir, '--algorithm=supervised', '--batch_size=4',
+                        '--train_steps=30', '--filters=8', '--lr=0.5')
+    self.assertOneLineError(result, 'cannot resume', 'filters', 'lr')
+    self.assertEqual(tf.train.load_checkpoint(
+        tf.train.latest_checkpoint(model_dir)).get_tensor('global_step'), 20)
+
+  def test_bad_flags_one_line_and_exit_2(self):
+    model_dir = os.path.join(self.get_temp_dir(), 'run')
+    cases = [
+        (['--algorithm=nope'], 'unknown algorithm'),
+        (['--network=nope'], 'unknown network'),
+        (['--lr=-1'], '--lr'),
+        (['--batch_size=0'], '--batch_size'),
+    ]
+    for extra, needle in cases:
+      result = self.train(model_dir, '--train_steps=2', *extra)
+      self.assertEqual(result.returncode, 2, result.stderr)
+      self.assertOneLineError(result, needle)
+    result = run_entry('train', '--dataset=' + self.split,
+                       '--model_dir=' + model_dir)
+    self.assertEqual(result.returncode, 2)
+    self.assertOneLineError(result, '--data_dir')
+    result = run_entry('train', '--data_dir=' + self.data_dir,
+                       '--dataset=tiny.1@12-8', '--model_dir=' + model_dir)
+    self.assertOneLineError(result, 'tiny.1@12-8')
+
+  def test_npu_path_runs_with_recording_bridge(self):
+    model_dir = os.path.join(self.get_temp_dir(), 'run')
+    result = self.train(model_dir, '--algorithm=supervised', '--batch_size=4',
+                        '--train_steps=2', '--device=npu',
+                        '--precision_mode=allow_mix_precision',
+                        env={'PYTHONPATH': FAKE_NPU})
+    self.assertSucceeded(result)
+    self.assertIn('(npu)', result.stdout)
+    result = self.train(model_dir, '--train_steps=2', '--device=npu')
+    self.assertOneLineError(result, 'npu_bridge')
+
+
+class FlagPrecedenceTest(tf.test.TestCase):
+
+  def tearDown(self):
+    flags.FLAGS.unparse_flags()
+    super(FlagPrecedenceTest, self).tearDown()
+
+  def resolve(self, argv):
+    flags.FLAGS(params_lib.reorder_flagfiles(['train'] + argv))
+    facts = {'num_classes': 10, 'image_shape': [32, 32, 3],
+             'dataset': 'x', 'data_dir': '/d'}
+    return params_lib.resolve(flags.FLAGS, facts)
+
+  def test_defaults_then_flagfile_then_explicit(self):
+    flagfile = os.path.join(self.get_temp_dir(), 'f.cfg')
+    with open(flagfile, 'w') as f:
+      f.write('# comment\n--algorithm=sesemi\n--lr=0.1\n--epochs=7\n')
+    params = self.resolve(['--lr=0.3', '--flagfile=' + flagfile])
+    self.assertEqual(params['algorithm'], 'sesemi')
+    self.assertEqual(params['lr'], 0.3)          # explicit beats flagfile
+    self.assertEqual(params['epochs'], 7)        # flagfile beats defaults
+    self.assertEqual(params['optimizer'], 'sgd')  # SESEMI's default
+    self.assertEqual(params['weight_decay_l2'], 5e-4)
+    self.assertEqual(params['num_classes'], 10)
+    flags.FLAGS.unparse_flags()
+    params = self.resolve(['--flagfile=' + flagfile, '--base_lr=0.2'])
+    self.assertEqual(params['lr'], 0.2)
+
+  def test_seed_flags_map_to_npu_config(self):
+    sys.path.insert(0, FAKE_NPU)
+    try:
+      import npu_bridge  # pylint: disable=g-import-not-at-top
+      model_dir = self.get_temp_dir()
+      params = {'seed': 1}
+      cases = [
+          ({'precision_mode': 'allow_mix_precision'}, 'NPURunConfig',
+           {'precision_mode': 'allow_mix_precision'}),
+          ({'over_dump': True}, 'DumpConfig',
+           {'enable_dump_debug': True, 'dump_debug_mode': 'all',
+            'dump_path': os.path.join(model_dir, 'overflow')}),
+          ({'data_dump_flag': True, 'data_dump_step': 7}, 'DumpConfig',
+           {'enable_dump': True, 'dump_step': '7', 'dump_mode': 'all',
+            'dump_path': os.path.join(model_dir, 'data_dump')}),
+          ({'profiling': True}, 'ProfilingConfig', {'enable_profiling': True}),
+          ({'iterations_per_loop': 5}, 'NPURunConfig',
+           {'iterations_per_loop': 5, 'enable_data_pre_proc': True}),
+      ]
+      for opts, cls, expected in cases:
+        del npu_bridge.RECORD[:]
+        opts = dict(opts, device='npu', save_checkpoints_steps=10)
+        estimator, device = devices.make_estimator(core.model_fn, model_dir,
+                                                   params, opts)
+        self.assertEqual(device, 'npu')
+        self.assertEqual(type(estimator).__name__, 'NPUEstimator')
+        recorded = dict(npu_bridge.RECORD)
+        self.assertIn(cls, recorded)
+        for key, value in expected.items():
+          self.assertEqual(recorded[cls][key], value, (opts, key))
+        run_config = recorded['NPURunConfig']
+        self.assertEqual(run_config['model_dir'], model_dir)
+        self.assertEqual(run_config['save_checkpoints_steps'], 10)
+        if cls == 'ProfilingConfig':
+          options = json.loads(recorded[cls]['profiling_options'])
+          self.assertEqual(options['output'],
+                           os.path.join(model_dir, 'profiling'))
+          self.assertIs(run_config['profiling_config'].enable_profiling, True)
+        if cls == 'DumpConfig':
+          self.assertIsNotNone(run_config['dump_config'])
+      del npu_bridge.RECORD[:]
+      devices.make_estimator(core.model_fn, model_dir, params,
+                             {'device': 'cpu'})
+      self.assertEmpty(npu_bridge.RECORD)
+    finally:
+      sys.path.remove(FAKE_NPU)
+      for name in [m for m in sys.modules if m.startswith('npu_bridge')]:
+        del sys.modules[name]
+
+
+if __name__ == '__main__':
+  tf.test.main()
