@@ -13,8 +13,8 @@ ramp = clip(step / (`warmup_pos` * train_steps), 0, 1) (libml: 40% of
 training). libml pairs each example with the reversed batch; here the
 partner is a random permutation (`ssl_common.mixup`). libml loads two
 views and uses only the first, so one 'weak' view is asked for. Only the
-labeled forward pass updates batch norm. The teacher is
-`ssl_common.ema_teacher_logits`. Defaults: libml's
+labeled forward pass updates batch norm. The teacher is the spec builder's
+EMA model (`ssl_common.teacher_logits`). Defaults: libml's
 (`ssl_common.LIBML_DEFAULTS`), beta 0.5, consistency weight 50.
 """
 
@@ -51,8 +51,7 @@ def train_losses(features, labels, params, model):
   ssl_common.check_teacher_decay(params)
   xe, update_ops = ssl_common.labeled_xe(features, labels, model)
   (unlabeled,) = ssl_common.split_views(features['unlabeled_views'])
-  teacher, teacher_update = ssl_common.ema_teacher_logits(
-      model, unlabeled, params['ema_decay'])
+  teacher = ssl_common.teacher_logits(model, unlabeled, params)
   mixed_u, mixed_targets, _, _ = ssl_common.mixup(
       unlabeled, tf.nn.softmax(teacher), params['beta'])
   student = tf.nn.softmax(model.logits(mixed_u, training=True))
@@ -62,5 +61,5 @@ def train_losses(features, labels, params, model):
   return base.LossResult(
       xe + float(params['consistency_weight']) * ramp * mt,
       collections.OrderedDict([('xe', xe), ('mt', mt)]),
-      update_ops=update_ops + [teacher_update],
+      update_ops=update_ops,
       summaries={'monitors/ramp': ramp})

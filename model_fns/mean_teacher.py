@@ -9,9 +9,10 @@ mode, predicts the first view; the student the second:
   loss = L_x + `consistency_weight` * ramp * L_u
 
 ramp = clip(step / (`warmup_pos` * train_steps), 0, 1). Only the labeled
-forward pass updates batch norm (libml). The teacher's averages are kept by
-`ssl_common.ema_teacher_logits` (a separate average with the same decay as
-the spec builder's EMA; see there why). Defaults: libml's
+forward pass updates batch norm (libml). The teacher is the spec builder's
+EMA model (`ssl_common.teacher_logits`): it reads the averages as of before
+the step, which are then updated from the post-step weights, and eval and
+export use the same averages. Defaults: libml's
 (`ssl_common.LIBML_DEFAULTS`), consistency weight 50.
 """
 
@@ -46,8 +47,7 @@ def train_losses(features, labels, params, model):
   ssl_common.check_teacher_decay(params)
   xe, update_ops = ssl_common.labeled_xe(features, labels, model)
   view_1, view_2 = ssl_common.split_views(features['unlabeled_views'])
-  teacher, teacher_update = ssl_common.ema_teacher_logits(
-      model, view_1, params['ema_decay'])
+  teacher = ssl_common.teacher_logits(model, view_1, params)
   student = tf.nn.softmax(model.logits(view_2, training=True))
   mt = tf.reduce_mean(tf.square(tf.nn.softmax(teacher) - student))
   ramp = ssl_common.position_ramp(tf.train.get_or_create_global_step(),
@@ -55,5 +55,5 @@ def train_losses(features, labels, params, model):
   return base.LossResult(
       xe + float(params['consistency_weight']) * ramp * mt,
       collections.OrderedDict([('xe', xe), ('mt', mt)]),
-      update_ops=update_ops + [teacher_update],
+      update_ops=update_ops,
       summaries={'monitors/ramp': ramp})

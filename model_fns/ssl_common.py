@@ -334,44 +334,30 @@ def vat_perturbation(logits_fn, x, logits, xi, eps, iterations=1, seed=None):
   return eps * _unit_l2(d)
 
 
-def ema_teacher_logits(model, images, decay):
-  """Logits of an EMA "teacher" of the model (Mean Teacher, ICT).
+def teacher_logits(model, images, params):
+  """Logits of the EMA "teacher" of the model (Mean Teacher, ICT).
 
-  The teacher runs in training mode (batch statistics, as in libml) with
-  the trainable weights replaced by exponential moving averages, through
-  `spec.ema_getter`. Its gradients are stopped.
-
-  Workaround (see the module report): `spec.build_train_spec` creates its
-  own `ExponentialMovingAverage` after `train_losses` returns and exposes no
-  way to reach it earlier, so the teacher keeps a separate average with the
-  same decay, in shadow variables named `<variable>/teacher_ema` (saved in
-  checkpoints, so resuming continues it). It is updated from the
-  pre-step weights once the teacher has been evaluated (a one-step lag
-  against libml, which averages the post-step weights and shares the shadow
-  variables with the evaluated EMA model). Eval and export use the spec's
-  EMA, as for every algorithm.
+  The teacher is the spec builder's EMA model, as in libml: the trainable
+  weights are replaced by the shadow variables of `spec.training_ema` (decay
+  `ema_decay`, names `<variable>/ExponentialMovingAverage`), the very
+  averages eval reports as `ema/accuracy` and export serves. It runs in
+  training mode (batch statistics, as in libml) and its gradients are
+  stopped. In a training step it reads the averages as of before the step;
+  `spec.build_train_spec` updates them from the post-step weights.
 
   Args:
     model: `base.Model` whose variables already exist (call `model.logits`
-      on the labeled batch first).
+      on the labeled batch first), at the top-level variable scope.
     images: `[N,H,W,C]` teacher input.
-    decay: EMA decay in (0, 1).
+    params: resolved params (reads `ema_decay`).
 
   Returns:
-    (teacher logits `[N, classes]` without gradient, the op updating the
-    teacher's averages: put it in `LossResult.update_ops`).
+    float32 `[N, classes]` teacher logits without gradient.
   """
-  variables = tf.trainable_variables(base.MODEL_SCOPE + '/')
-  ema = tf.train.ExponentialMovingAverage(decay, name='teacher_ema')
-  # The first apply() creates the shadow variables the getter reads; its
-  # update op is not used (the one below orders the update after the read).
-  ema.apply(variables)
-  with tf.variable_scope(tf.get_variable_scope(),
-                         custom_getter=spec.ema_getter(ema), reuse=True):
-    logits = tf.stop_gradient(model.logits(images, training=True))
-  with tf.control_dependencies([logits]):
-    update = ema.apply(variables)
-  return logits, update
+  getter = spec.ema_getter(spec.training_ema(params))
+  with tf.variable_scope(tf.get_variable_scope(), custom_getter=getter,
+                         reuse=True):
+    return tf.stop_gradient(model.logits(images, training=True))
 
 
 def labeled_xe(features, labels, model):

@@ -29,6 +29,7 @@ from model_fns import pi_model
 from model_fns import pseudo_label
 from model_fns import realmix
 from model_fns import registry
+from model_fns import spec
 from model_fns import ssl_common
 from model_fns import vat
 from tests import model_test_util as mtu
@@ -443,12 +444,9 @@ class BatchNormPolicyTest(tf.test.TestCase, parameterized.TestCase):
           tensors, tensors['label'], params,
           base.Model(params, network_fn=mtu.tiny_network))
       all_updates = tf.get_collection(tf.GraphKeys.UPDATE_OPS)
-      teachers = [op for op in result.update_ops
-                  if 'teacher_ema' in op.name]
     # tiny_network has one batch norm: moving mean and variance.
-    self.assertLen([op for op in result.update_ops if op in all_updates], 2)
-    self.assertLen(teachers, 1 if module in (ict, mean_teacher) else 0)
-    self.assertLen(result.update_ops, 2 + len(teachers))
+    self.assertLen(result.update_ops, 2)
+    self.assertTrue(all(op in all_updates for op in result.update_ops))
     if module is not fixmatch:
       self.assertGreater(len(all_updates), 2)
 
@@ -515,31 +513,110 @@ class ModelFnTest(tf.test.TestCase, parameterized.TestCase):
     self.assertTrue(np.all(np.isfinite([h['loss'] for h in history])))
     self.assertNotEqual(history[0]['xe'], history[-1]['xe'])
 
-  def test_teacher_checkpoint_restores_into_eval(self):
-    params = _train_params(mean_teacher)
-    features = mtu.synthetic_features(mean_teacher.input_needs(params),
-                                      params)
-    path = self.get_temp_dir() + '/mt.ckpt'
+
+class TeacherTest(tf.test.TestCase, parameterized.TestCase):
+  """Mean Teacher's and ICT's teacher is the spec builder's EMA model."""
+
+  @parameterized.named_parameters(('mean_teacher', mean_teacher),
+                                  ('ict', ict))
+  def test_teacher_reads_the_shadows_before_the_step(self, module):
+    params = dict(_train_params(module), ema_decay=0.5)
+    features = mtu.synthetic_features(module.input_needs(params), params)
     with tf.Graph().as_default():
-      estimator_spec, _ = mtu.build_spec(features, mtu.TRAIN, params)
-      ema_name = 'model/classifier/kernel/ExponentialMovingAverage'
-      ema = [v for v in tf.global_variables() if v.op.name == ema_name]
-      self.assertLen(ema, 1)
+      tf.set_random_seed(0)
+      tensors = {k: tf.constant(v) for k, v in features.items()}
+      model = mtu.RecordingModel(params)
+      losses = module.train_losses(tensors, tensors['label'], params, model)
+      train_op = spec.build_train_spec(losses, params, tensors).train_op
+      # Calls: labeled batch, teacher, student.
+      self.assertLen(model.outputs, 3)
+      teacher = model.outputs[1][1]
+      weights = tf.trainable_variables()
+      ema = spec.training_ema(params)
+      shadows = [ema.average(v) for v in weights]
+      self.assertEqual([v.op.name + '/ExponentialMovingAverage'
+                        for v in weights], [v.op.name for v in shadows])
+      self.assertCountEqual(shadows, [
+          v for v in tf.global_variables()
+          if 'ExponentialMovingAverage' in v.op.name])
+      self.assertEqual([], [v.op.name for v in tf.global_variables()
+                            if 'teacher' in v.op.name])
       with self.session() as sess:
         sess.run(tf.global_variables_initializer())
         for _ in range(2):
-          sess.run(estimator_spec.train_op)
-        want = sess.run(ema[0])
-        tf.train.Saver().save(sess, path)
+          sess.run(train_op)
+        raw_before, shadow_before = sess.run([weights, shadows])
+        got = sess.run([teacher, train_op])[0]
+        raw_after, shadow_after = sess.run([weights, shadows])
+    # The EMA is then updated from the post-step weights (libml's order).
+    for w, s_0, s_1, v in zip(raw_after, shadow_before, shadow_after,
+                              weights):
+      self.assertAllClose(s_1, 0.5 * s_0 + 0.5 * w, rtol=1e-5, atol=1e-6,
+                          msg=v.op.name)
+    # The model's own logits with the pre-step shadows as its weights.
+    teacher_input = features['unlabeled_views'][:, 0]
     with tf.Graph().as_default():
-      eval_spec, _ = mtu.build_spec(
-          mtu.synthetic_features(None, params, mode=mtu.EVAL), mtu.EVAL,
-          params)
-      ema = [v for v in tf.global_variables() if v.op.name == ema_name]
+      logits = base.Model(params, network_fn=mtu.tiny_network).logits(
+          tf.constant(teacher_input), training=True)
+      fresh = {v.op.name: v for v in tf.trainable_variables()}
+      self.assertCountEqual([v.op.name for v in weights], fresh)
       with self.session() as sess:
+        for var, value in zip(weights, shadow_before):
+          fresh[var.op.name].load(value, sess)
+        want = sess.run(logits)
+        for var, value in zip(weights, raw_before):
+          fresh[var.op.name].load(value, sess)
+        student = sess.run(logits)
+    self.assertAllClose(got, want, rtol=1e-5, atol=1e-6)
+    self.assertNotAllClose(got, student)
+
+  def test_mean_teacher_checkpoint_restores_into_eval(self):
+    # The real model_fn and network, as the Estimator builds them.
+    params = dict(_train_params(mean_teacher), ema_decay=0.5, filters=8,
+                  repeat=1, scales=2)
+    features = mtu.synthetic_features(mean_teacher.input_needs(params),
+                                      params)
+    path = os.path.join(self.get_temp_dir(), 'mt.ckpt')
+    with tf.Graph().as_default():
+      estimator_spec, _ = mtu.build_spec(features, mtu.TRAIN, params,
+                                         network_fn=None)
+      with self.session() as sess:
+        sess.run(tf.global_variables_initializer())
+        for _ in range(3):
+          sess.run(estimator_spec.train_op)
+        saved = {v.op.name: sess.run(v) for v in tf.global_variables()}
+        tf.train.Saver().save(sess, path)
+    stored = [name for name, _ in tf.train.list_variables(path)]
+    self.assertEqual([], [n for n in stored if 'teacher' in n])
+
+    eval_features = mtu.synthetic_features(None, params, mode=mtu.EVAL)
+    with tf.Graph().as_default():
+      eval_spec, _ = mtu.build_spec(eval_features, mtu.EVAL, params,
+                                    network_fn=None)
+      graph = tf.get_default_graph()
+      raw = graph.get_tensor_by_name('inference/logits:0')
+      ema = graph.get_tensor_by_name('inference/ema_logits:0')
+      weights = tf.trainable_variables()
+      shadows = [v for v in tf.global_variables()
+                 if v.op.name.endswith('/ExponentialMovingAverage')]
+      self.assertCountEqual(
+          [v.op.name + '/ExponentialMovingAverage' for v in weights],
+          [v.op.name for v in shadows])
+      with self.session() as sess:
+        # Fails if any eval variable is missing from the checkpoint.
         tf.train.Saver().restore(sess, path)
-        self.assertAllEqual(want, sess.run(ema[0]))
-        self.assertTrue(np.isfinite(sess.run(eval_spec.loss)))
+        for var in weights + shadows:
+          self.assertAllEqual(saved[var.op.name], sess.run(var),
+                              msg=var.op.name)
+        sess.run(tf.local_variables_initializer())
+        raw_logits, ema_logits, loss = sess.run([raw, ema, eval_spec.loss])
+        # The raw model with the shadow values loaded gives the EMA logits.
+        for var in weights:
+          var.load(saved[var.op.name + '/ExponentialMovingAverage'], sess)
+        explicit = sess.run(raw)
+    self.assertNotAllClose(raw_logits, ema_logits)
+    self.assertAllClose(ema_logits, explicit, rtol=1e-5, atol=1e-6)
+    self.assertTrue(np.isfinite(loss))
 
 
 if __name__ == '__main__':

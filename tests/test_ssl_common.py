@@ -324,36 +324,33 @@ class DivergenceAndVatTest(tf.test.TestCase):
 
 class TeacherAndDecayTest(tf.test.TestCase):
 
-  def test_ema_teacher_reads_and_updates_its_own_averages(self):
-    params = {'num_classes': 3, 'head_dropout': 0.}
+  def test_teacher_is_the_spec_ema_model(self):
+    params = {'num_classes': 3, 'head_dropout': 0., 'ema_decay': 0.9}
     model = base.Model(params, network_fn=flat_network)
     rng = np.random.RandomState(11)
     x = rng.normal(size=(4, 2, 2, 1)).astype(np.float32)
     with tf.Graph().as_default():
       model.logits(tf.constant(x), training=True)
       kernel, bias = tf.trainable_variables('model/')
-      teacher, update = ssl_common.ema_teacher_logits(model, tf.constant(x),
-                                                      0.9)
-      shadows = [v for v in tf.global_variables()
-                 if v.op.name.endswith('/teacher_ema')]
+      teacher = ssl_common.teacher_logits(model, tf.constant(x), params)
+      ema = spec.training_ema(params)
+      shadows = [ema.average(kernel), ema.average(bias)]
       self.assertEqual(
-          ['model/classifier/kernel/teacher_ema',
-           'model/classifier/bias/teacher_ema'],
+          ['model/classifier/kernel/ExponentialMovingAverage',
+           'model/classifier/bias/ExponentialMovingAverage'],
           [v.op.name for v in shadows])
+      self.assertCountEqual(
+          shadows, [v for v in tf.global_variables()
+                    if v not in (kernel, bias)])
       self.assertEqual([None, None], tf.gradients(teacher, [kernel, bias]))
       with self.session() as sess:
         sess.run(tf.global_variables_initializer())
         k_shadow = rng.normal(size=(4, 3)).astype(np.float32)
         b_shadow = rng.normal(size=3).astype(np.float32)
         sess.run([shadows[0].assign(k_shadow), shadows[1].assign(b_shadow)])
-        k, b = sess.run([kernel, bias])
         got = sess.run(teacher)
-        sess.run(update)
-        new_k, new_b = sess.run(shadows)
     self.assertAllClose(got, x.reshape(4, -1) @ k_shadow + b_shadow,
                         rtol=1e-5, atol=1e-6)
-    self.assertAllClose(new_k, 0.9 * k_shadow + 0.1 * k, rtol=1e-5)
-    self.assertAllClose(new_b, 0.9 * b_shadow + 0.1 * b, rtol=1e-5)
 
   def test_decoupled_decay_step(self):
     rng = np.random.RandomState(12)
