@@ -18,12 +18,10 @@ EMA model (`ssl_common.teacher_logits`). Defaults: libml's
 (`ssl_common.LIBML_DEFAULTS`), beta 0.5, consistency weight 50.
 """
 
-import collections
 
 import tensorflow.compat.v1 as tf
 
 from input_pipeline import needs
-from model_fns import base
 from model_fns import ssl_common
 
 NAME = 'ict'
@@ -56,10 +54,4 @@ def train_losses(features, labels, params, model):
       unlabeled, tf.nn.softmax(teacher), params['beta'])
   student = tf.nn.softmax(model.logits(mixed_u, training=True))
   mt = tf.reduce_mean(tf.square(mixed_targets - student))
-  ramp = ssl_common.position_ramp(tf.train.get_or_create_global_step(),
-                                  params['train_steps'], params['warmup_pos'])
-  return base.LossResult(
-      xe + float(params['consistency_weight']) * ramp * mt,
-      collections.OrderedDict([('xe', xe), ('mt', mt)]),
-      update_ops=update_ops,
-      summaries={'monitors/ramp': ramp})
+  return ssl_common.ramped_consistency(xe, 'mt', mt, params, update_ops)

@@ -16,12 +16,10 @@ export use the same averages. Defaults: libml's
 (`ssl_common.LIBML_DEFAULTS`), consistency weight 50.
 """
 
-import collections
 
 import tensorflow.compat.v1 as tf
 
 from input_pipeline import needs
-from model_fns import base
 from model_fns import ssl_common
 
 NAME = 'mean_teacher'
@@ -50,10 +48,4 @@ def train_losses(features, labels, params, model):
   teacher = ssl_common.teacher_logits(model, view_1, params)
   student = tf.nn.softmax(model.logits(view_2, training=True))
   mt = tf.reduce_mean(tf.square(tf.nn.softmax(teacher) - student))
-  ramp = ssl_common.position_ramp(tf.train.get_or_create_global_step(),
-                                  params['train_steps'], params['warmup_pos'])
-  return base.LossResult(
-      xe + float(params['consistency_weight']) * ramp * mt,
-      collections.OrderedDict([('xe', xe), ('mt', mt)]),
-      update_ops=update_ops,
-      summaries={'monitors/ramp': ramp})
+  return ssl_common.ramped_consistency(xe, 'mt', mt, params, update_ops)

@@ -12,12 +12,10 @@ training). Only the labeled forward pass updates batch norm (libml).
 Defaults: libml's (`ssl_common.LIBML_DEFAULTS`), consistency weight 10.
 """
 
-import collections
 
 import tensorflow.compat.v1 as tf
 
 from input_pipeline import needs
-from model_fns import base
 from model_fns import ssl_common
 
 NAME = 'pi_model'
@@ -44,9 +42,4 @@ def train_losses(features, labels, params, model):
   target = tf.stop_gradient(tf.nn.softmax(model.logits(view_1, training=True)))
   student = tf.nn.softmax(model.logits(view_2, training=True))
   pm = tf.reduce_mean(tf.square(target - student))
-  ramp = ssl_common.position_ramp(tf.train.get_or_create_global_step(),
-                                  params['train_steps'], params['warmup_pos'])
-  return base.LossResult(
-      xe + float(params['consistency_weight']) * ramp * pm,
-      collections.OrderedDict([('xe', xe), ('pm', pm)]),
-      update_ops=update_ops, summaries={'monitors/ramp': ramp})
+  return ssl_common.ramped_consistency(xe, 'pm', pm, params, update_ops)

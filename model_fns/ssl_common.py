@@ -10,6 +10,7 @@ Conventions: probabilities and targets are float32 `[N, classes]`;
 steps * batch_size).
 """
 
+import collections
 import math
 
 import tensorflow.compat.v1 as tf
@@ -402,3 +403,17 @@ def check_positive(name, value):
   """Raises ValueError unless value > 0 and finite (`name` is the flag)."""
   if not value > 0 or math.isinf(value):
     raise ValueError('--%s must be positive, got %r' % (name, value))
+
+
+def ramped_consistency(xe, name, consistency, params, update_ops):
+  """libml's baselines' objective: xe + consistency_weight * ramp * consistency.
+
+  The ramp rises over the first `warmup_pos` of training
+  (`position_ramp`); the terms are logged as `xe` and `name`.
+  """
+  ramp = position_ramp(tf.train.get_or_create_global_step(),
+                       params['train_steps'], params['warmup_pos'])
+  return base.LossResult(
+      xe + float(params['consistency_weight']) * ramp * consistency,
+      collections.OrderedDict([('xe', xe), (name, consistency)]),
+      update_ops=update_ops, summaries={'monitors/ramp': ramp})

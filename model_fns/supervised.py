@@ -13,24 +13,15 @@ import tensorflow.compat.v1 as tf
 
 from input_pipeline import needs
 from model_fns import base
+from model_fns import ssl_common
 
 NAME = 'supervised'
 
-DEFAULTS = {
-    'network': 'resnet',
-    'batch_size': 64,
-    'epochs': 1024,
-    'optimizer': 'adam',
-    'lr': 0.002,
-    'lr_schedule': 'constant',
-    'weight_decay': 0.02,
-    'weight_decay_l2': 0.0,
-    'ema_decay': 0.999,
-    'bn_momentum': 0.999,
-    'normalization': 'minus_one_one',
-    'label_smoothing': 0.001,   # targets y - s * (y - 1 / classes)
-    'labeled_view': 'weak',
-}
+DEFAULTS = dict(
+    ssl_common.LIBML_DEFAULTS,
+    bn_momentum=0.999,
+    label_smoothing=0.001,      # targets y - s * (y - 1 / classes)
+)
 
 
 def input_needs(params):

@@ -38,19 +38,21 @@ def get_moments(graph=None):
   return [BatchMoments(*values) for values in zip(*columns)]
 
 
-def check_inputs(images, training, network):
+def check_inputs(images, training, network, min_size=1):
   """Checks what every backbone assumes of its arguments.
 
   Args:
     images: the batch handed to a network's `build`.
     training: the mode flag handed to `build`.
     network: the network's name, for the message.
+    min_size: smallest height and width the network accepts.
 
   Returns:
     (height, width, channels) of `images` as Python ints.
 
   Raises:
-    ValueError: `images` is not a 4-D float32 tensor with static H, W, C.
+    ValueError: `images` is not a 4-D float32 tensor with static H, W, C,
+      or is smaller than min_size.
     TypeError: `training` is not a Python bool.
   """
   if not isinstance(training, bool):
@@ -62,7 +64,11 @@ def check_inputs(images, training, network):
     raise ValueError('network %s: images must be float32 [B,H,W,C] with '
                      'static H, W, C, got %s %s'
                      % (network, images.dtype.name, shape))
-  return tuple(shape.as_list()[1:])
+  height, width, channels = shape.as_list()[1:]
+  if min(height, width) < min_size:
+    raise ValueError('network %s: images must be at least %dx%d, got %dx%d'
+                     % (network, min_size, min_size, height, width))
+  return height, width, channels
 
 
 def he_normal():

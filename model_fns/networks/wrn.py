@@ -38,10 +38,7 @@ def build(images, training, params):
   Raises:
     ValueError: the images are smaller than 4x4.
   """
-  height, width, _ = layers.check_inputs(images, training, NAME)
-  if min(height, width) < 4:
-    raise ValueError('network wrn: images must be at least 4x4, got %dx%d'
-                     % (height, width))
+  layers.check_inputs(images, training, NAME, min_size=4)
   momentum = params['bn_momentum']
   rate = params['net_dropout']
 
