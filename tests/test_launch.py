@@ -22,7 +22,9 @@ from launch import devices
 from launch import export as export_lib
 from launch import params as params_lib
 from launch import train as train_lib
+from model_fns import base
 from model_fns import core
+from model_fns import registry
 from tests import data_fixtures
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -218,6 +220,31 @@ class FlagPrecedenceTest(tf.test.TestCase):
     flags.FLAGS.unparse_flags()
     params = self.resolve(['--flagfile=' + flagfile, '--base_lr=0.2'])
     self.assertEqual(params['lr'], 0.2)
+
+  def test_every_flagfile_resolves_through_the_real_flags(self):
+    config_dir = os.path.join(ROOT, 'launch', 'configs')
+    names = sorted(n for n in os.listdir(config_dir) if n.endswith('.cfg'))
+    self.assertGreaterEqual(len(names), 27)
+    counts = {'labeled': 1000, 'unlabeled': 49000, 'valid': 0,
+              'test': 10000, 'train': 50000}
+    for name in names:
+      flags.FLAGS.unparse_flags()
+      with open(os.path.join(config_dir, name)) as f:
+        text = f.read()
+      flags.FLAGS(['train', '--flagfile=' + os.path.join(config_dir, name)])
+      params = self.resolve_flags()
+      self.assertIn('--flagfile=launch/configs/' + name, text, name)
+      self.assertIn(flags.FLAGS.dataset, text, name)
+      algorithm = registry.get(params['algorithm'])
+      params['train_steps'] = base.default_train_steps(params, counts)
+      self.assertGreater(params['train_steps'], 0, name)
+      needs = algorithm.input_needs(params)
+      self.assertGreater(needs.batch_size, 0, name)
+
+  def resolve_flags(self):
+    facts = {'num_classes': 10, 'image_shape': [32, 32, 3],
+             'dataset': 'x', 'data_dir': '/d'}
+    return params_lib.resolve(flags.FLAGS, facts)
 
   def test_seed_flags_map_to_npu_config(self):
     sys.path.insert(0, FAKE_NPU)
