@@ -2,7 +2,8 @@
 
 `resolve(data_dir, 'fashion_mnist')`: labeled = unlabeled = the whole train
 split, no valid. `resolve(data_dir, 'fashion_mnist.1@1000-5000')`: the parts
-of that split. Both also give the dataset's `test` and `train` splits.
+of that split. Both also give the dataset's `test` and `train` splits. `verify(source)`
+checks every shard a DataSource reads (sha256; with deep=True every record).
 """
 
 import collections
@@ -76,3 +77,42 @@ def resolve(data_dir, dataset):
     files[part] = [os.path.join(directory, s['file']) for s in entry['shards']]
     counts[part] = entry['count']
   return DataSource(dataset, dataset_dir, info, split, files, counts)
+
+
+def _part_entry(source, part):
+  """(directory, shard entry, labels may be -1, source indices) of a part."""
+  if source.split is not None and part in splits_lib.PARTS:
+    entry = source.split['parts'][part]
+    indices = [i if isinstance(i, int) else int(i.rsplit(':', 1)[1])
+               for i in entry['indices']]
+    return (splits_lib.split_dir(source.dataset_dir, source.name), entry,
+            part == 'unlabeled', indices)
+  name = 'train' if part in ('labeled', 'unlabeled') else part
+  entry = source.info['splits'].get(name, {'count': 0, 'shards': []})
+  return (source.dataset_dir, entry, name in dataset_info.UNLABELED_OK,
+          list(range(entry['count'])))
+
+
+def verify(source, deep=False, parts=('labeled', 'unlabeled', 'valid', 'test')):
+  """Checks the shards of `parts` of a DataSource against their description.
+
+  Size and sha256 of every shard, and with deep=True every record's CRC,
+  image shape, label range and index (dataset_info.verify_part). train.py
+  uses it before training (deep, on the labeled part, whose labels the loss
+  trusts; on everything with --verify_data) and after a training failure
+  that a damaged shard can cause, to name the shard.
+
+  Raises:
+    DataError: naming the first missing, changed or corrupt shard.
+  """
+  seen = set()
+  for part in parts:
+    directory, entry, allow_unlabeled, indices = _part_entry(source, part)
+    key = (directory, tuple(s['file'] for s in entry['shards']))
+    if key in seen:
+      continue
+    seen.add(key)
+    dataset_info.verify_part(
+        directory, entry, source.info['image_shape'],
+        source.info['num_classes'], allow_unlabeled=allow_unlabeled,
+        deep=deep, expected_indices=indices if deep else None)

@@ -4,6 +4,7 @@
 `error: <message>` on stderr instead of a traceback:
 
   * DataError (bad files, bad splits)                          -> exit 1
+  * RunError (non-finite loss, full disk: the run itself failed) -> exit 1
   * UsageError, ValueError, flag parsing errors (bad flags)    -> exit 2
 
 Any other exception is a bug and keeps its traceback.
@@ -25,6 +26,15 @@ class UsageError(Exception):
   """A bad flag or flag combination; the message names the flag."""
 
 
+class RunError(Exception):
+  """A run that started correctly failed: a non-finite loss, a full disk.
+
+  Exit code 1 like DataError (the command may succeed when run again once the
+  cause is fixed); the message names the step or the file and says what was
+  kept.
+  """
+
+
 def fail(message, code):
   """Prints `error: <message>` as one line on stderr and exits with `code`."""
   line = ' '.join(str(message).split())
@@ -44,7 +54,7 @@ def _guarded(main_fn):
   def main(argv):
     try:
       return main_fn(argv)
-    except DataError as e:
+    except (DataError, RunError) as e:
       fail(e, EXIT_DATA_ERROR)
     except (UsageError, ValueError, flags.Error) as e:
       fail(e, EXIT_USAGE_ERROR)

@@ -12,10 +12,16 @@ launch/eval.py reports as 'ema' is what the SavedModel serves.
 
 The SavedModel is written under EXPORT_DIR.tmp-PID, loaded back and checked
 against the Estimator's predictions on a few test images, and only then
-renamed to EXPORT_DIR.
+renamed to EXPORT_DIR. With --overwrite the previous export is first moved
+to EXPORT_DIR.old-PID; a run killed between the two renames leaves it there,
+and the next export puts it back before doing anything else. A write the
+file system refuses (full disk, file-size limit) ends with one line naming
+the file (exit 1) and leaves EXPORT_DIR as it was.
 """
 
+import glob
 import os
+import re
 import shutil
 import sys
 
@@ -152,9 +158,54 @@ def verify(path, params, source, checkpoint, count):
                              - expected)))
 
 
+def _pid_alive(pid):
+  try:
+    os.kill(pid, 0)
+  except ProcessLookupError:
+    return False
+  except PermissionError:
+    return True
+  return True
+
+
+def _leftovers(export_dir, kind):
+  """[(pid, path)] of EXPORT_DIR.<kind>-<pid> left by processes now dead."""
+  found = []
+  for path in glob.glob(glob.escape(export_dir) + '.%s-*' % kind):
+    match = re.search(r'\.%s-(\d+)$' % kind, path)
+    if match and not _pid_alive(int(match.group(1))):
+      found.append((int(match.group(1)), path))
+  return found
+
+
+def recover(export_dir):
+  """Cleans up after export runs that were killed.
+
+  Removes their EXPORT_DIR.tmp-PID directories and, when EXPORT_DIR is
+  missing, renames back the previous export a killed --overwrite run had
+  moved to EXPORT_DIR.old-PID. Returns the path restored, or None.
+  """
+  for _, path in _leftovers(export_dir, 'tmp'):
+    shutil.rmtree(path, ignore_errors=True)
+  restored = None
+  for _, path in sorted(_leftovers(export_dir, 'old'),
+                        key=lambda p: os.path.getmtime(p[1]), reverse=True):
+    complete = os.path.isfile(os.path.join(path, 'saved_model.pb'))
+    if complete and restored is None and not os.path.exists(export_dir):
+      os.rename(path, export_dir)
+      restored = path
+    else:
+      shutil.rmtree(path, ignore_errors=True)
+  return restored
+
+
 def export(model_dir, export_dir, checkpoint=None, data_dir=None,
            overwrite=False, verify_images=16, printer=print):
   """Exports, verifies and renames into place; returns export_dir."""
+  export_dir = os.path.abspath(export_dir)
+  restored = recover(export_dir)
+  if restored:
+    printer('restored the previous export from %s' % restored)
   params = params_lib.load(model_dir)
   if data_dir:
     params['data_dir'] = data_dir
@@ -164,12 +215,12 @@ def export(model_dir, export_dir, checkpoint=None, data_dir=None,
   if os.path.exists(export_dir) and not overwrite:
     raise cli.UsageError('%s exists; pass --overwrite to replace it'
                          % export_dir)
-  parent = os.path.dirname(os.path.abspath(export_dir))
+  parent = os.path.dirname(export_dir)
   model_dir_lib.prepare(parent)
   source = sources.resolve(params['data_dir'], params['dataset'])
   norm = preprocessing.norm_spec(source.info, params['normalization'],
                                  source.dataset_dir)
-  tmp = '%s.tmp-%d' % (os.path.abspath(export_dir), os.getpid())
+  tmp = '%s.tmp-%d' % (export_dir, os.getpid())
   if os.path.exists(tmp):
     shutil.rmtree(tmp)
   try:
@@ -179,12 +230,20 @@ def export(model_dir, export_dir, checkpoint=None, data_dir=None,
       printer('verified: SavedModel == Estimator on %d test images (max '
               '|Δp| %.2g)' % (verify_images, error))
     if os.path.exists(export_dir):
-      old = '%s.old-%d' % (os.path.abspath(export_dir), os.getpid())
+      old = '%s.old-%d' % (export_dir, os.getpid())
       os.rename(export_dir, old)
       os.rename(tmp, export_dir)
       shutil.rmtree(old)
     else:
       os.rename(tmp, export_dir)
+  except (OSError, tf.errors.OpError) as e:
+    reason = model_dir_lib.write_failure(e)
+    if not reason:
+      raise
+    raise cli.RunError('cannot write %s (disk full or file-size limit?); %s'
+                       % (reason, '%s is unchanged' % export_dir
+                          if os.path.exists(export_dir)
+                          else 'nothing was exported'))
   finally:
     if os.path.exists(tmp):
       shutil.rmtree(tmp)

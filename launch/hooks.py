@@ -1,8 +1,12 @@
-"""Training hooks: the progress line."""
+"""Training hooks: the progress line and the guard against non-finite values."""
 
+import os
 import time
 
+import numpy as np
 import tensorflow.compat.v1 as tf
+
+from launch import cli
 
 TRAIN_TENSOR_PREFIX = 'train/'
 
@@ -79,6 +83,87 @@ class ProgressHook(tf.train.SessionRunHook):
                 % (step, self._last_step, self._labeled / seconds,
                    self._total / seconds, text, _hms(eta)))
     self._mark = (step, now)
+
+
+class FiniteGuardHook(tf.train.SessionRunHook):
+  """Stops training at the first non-finite loss, before it is checkpointed.
+
+  Every step it fetches the scalars the spec builder names `train/<name>`
+  (`loss`, each loss term, `lr`; a few scalars, so cheap). When one is NaN
+  or Inf it raises cli.RunError naming the step, every value and the last
+  checkpoint on disk. At the steps where the CheckpointSaverHook saves
+  (multiples of `save_every`, and `stop_step`, the end of this train call)
+  it also checks that every float variable is finite, since a step can
+  return a finite loss and still leave overflowed weights.
+
+  Use it through `guarded_saver(...)`, which puts it before its own
+  CheckpointSaverHook: see there why the bad state is then never saved.
+
+  Args:
+    model_dir: where checkpoints go (for the message).
+    save_every: the checkpoint interval in steps.
+    stop_step: the step this train call stops at.
+  """
+
+  def __init__(self, model_dir, save_every, stop_step):
+    self._model_dir = model_dir
+    self._every = max(1, int(save_every))
+    self._stop_step = stop_step
+
+  def begin(self):
+    self._step_tensor = tf.train.get_global_step()
+    self._tensors = train_tensors(tf.get_default_graph())
+    if 'loss' not in self._tensors:
+      raise ValueError('the training graph has no train/loss tensor')
+    checks = [tf.reduce_all(tf.is_finite(v)) for v in tf.global_variables()
+              if v.dtype.base_dtype.is_floating]
+    self._weights_finite = tf.reduce_all(tf.stack(checks)) if checks else (
+        tf.constant(True))
+
+  def before_run(self, run_context):
+    del run_context
+    return tf.train.SessionRunArgs(self._tensors)
+
+  def after_run(self, run_context, run_values):
+    values = run_values.results
+    session = run_context.session
+    step = int(session.run(self._step_tensor))
+    bad = sorted(k for k, v in values.items() if not np.isfinite(v))
+    if bad:
+      name = 'loss' if 'loss' in bad else bad[0]
+      what = '%s is %s at step %d' % (name, _format(values[name]), step)
+    elif ((step % self._every == 0 or step >= self._stop_step) and
+          not session.run(self._weights_finite)):
+      name = None
+      what = 'weights are not finite after step %d' % step
+    else:
+      return
+    terms = ', '.join('%s %s' % (k, _format(values[k]))
+                      for k in sorted(values) if k != name)
+    checkpoint = tf.train.latest_checkpoint(self._model_dir)
+    kept = ('the last good checkpoint is %s' % os.path.basename(checkpoint)
+            if checkpoint else 'no checkpoint was saved')
+    raise cli.RunError('%s (%s); %s' % (what, terms, kept))
+
+
+def guarded_saver(model_dir, save_every, stop_step):
+  """[FiniteGuardHook, CheckpointSaverHook] for `Estimator.train(hooks=...)`.
+
+  Why the non-finite state is never saved: hooks run in list order, and the
+  Estimator adds no CheckpointSaverHook of its own when one is passed in, so
+  the guard's after_run raises before the saver's after_run of the same
+  step (Estimator's own saver is a chief-only hook, which
+  MonitoredTrainingSession runs before every hook passed to train()); and
+  MonitoredSession skips every hook's `end()`, where the saver writes the
+  final checkpoint, when the session ends with an exception. The saver uses
+  the Estimator's Saver (keep_checkpoint_max) from the SAVERS collection.
+  """
+  return [FiniteGuardHook(model_dir, save_every, stop_step),
+          tf.estimator.CheckpointSaverHook(model_dir, save_steps=save_every)]
+
+
+def _format(value):
+  return '%.4g' % value
 
 
 def _hms(seconds):

@@ -9,6 +9,14 @@ Hyperparameters: algorithm defaults < --flagfile < explicit flags (see
 launch/params.py). The resolved params go to MODEL_DIR/params.json; running
 again with the same MODEL_DIR resumes from the newest checkpoint, and refuses
 params that would change the graph.
+
+Faults (README "What happens when..."): every flag and the data's
+description are checked before any work (exit 2); one process at a time
+holds MODEL_DIR/.lock (launch/model_dir.py); a NaN or Inf loss stops
+training before the bad state is checkpointed (hooks.FiniteGuardHook,
+exit 1); a write the file system refuses (full disk, file-size limit) stops
+with the file named and the previous checkpoint intact (exit 1); a damaged
+shard found while training is named after re-checking the data (exit 1).
 """
 
 import os
@@ -20,8 +28,12 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from absl import flags
 import tensorflow.compat.v1 as tf
 
+from input_pipeline import dataset_info
 from input_pipeline import inputs
 from input_pipeline import sources
+from input_pipeline import splits as splits_lib
+from input_pipeline import writer
+from input_pipeline.errors import DataError
 from launch import cli
 from launch import devices
 from launch import hooks
@@ -32,6 +44,11 @@ from model_fns import core
 from model_fns import registry
 
 FLAGS = flags.FLAGS
+
+# The labeled part is checked record by record before training when it holds
+# at most this many images (a second or two): one_hot turns a label out of
+# range into a silent all-zero target instead of an error.
+LABELED_CHECK_MAX = 20000
 
 
 def define_flags():
@@ -45,6 +62,10 @@ def define_flags():
                        'images of the split (SESEMI seed flag).')
   flags.DEFINE_integer('valid', 0, 'With --labels: validation images.')
   flags.DEFINE_integer('eval_batch_size', 256, 'Batch size of evaluation.')
+  flags.DEFINE_bool('verify_data', False, 'Before training, check every shard '
+                    'read (sha256, then every record: CRC, image shape, label '
+                    'range). Without it only the labeled part is checked so '
+                    '(when it holds at most %d images).' % LABELED_CHECK_MAX)
   params_lib.define_flags()
   devices.define_flags()
 
@@ -71,9 +92,73 @@ def images_per_step(needs):
   return needs.batch_size, total
 
 
+def check_options(opts, flag_values):
+  """UsageError for run options that cannot work (before any work)."""
+  for key in ('save_checkpoints_steps', 'log_every_steps',
+              'iterations_per_loop'):
+    if opts[key] is None or opts[key] < 1:
+      raise cli.UsageError('--%s must be positive, got %r' % (key, opts[key]))
+  if opts['keep_checkpoint_max'] < 0:  # 0 keeps every checkpoint.
+    raise cli.UsageError('--keep_checkpoint_max must not be negative, got %r'
+                         % opts['keep_checkpoint_max'])
+  if flag_values.eval_batch_size < 1:
+    raise cli.UsageError('--eval_batch_size must be positive, got %r'
+                         % flag_values.eval_batch_size)
+
+
+def check_dataset(data_dir, name):
+  """UsageError for a dataset that was never prepared or a split that cannot
+  be drawn from it; a split that can but was not created yet is left to
+  sources.resolve (DataError giving the command that creates it)."""
+  if not os.path.isdir(data_dir):
+    raise cli.UsageError('--data_dir %s does not exist' % data_dir)
+  parsed = splits_lib.parse_split_name(name) if '@' in name else None
+  if parsed is None:
+    writer.check_name(name)  # ValueError (exit 2) for '../x' and the like.
+  base = parsed.name if parsed else name
+  if not os.path.isfile(os.path.join(data_dir, base, dataset_info.INFO_FILE)):
+    prepared = dataset_info.prepared_datasets(data_dir)
+    raise cli.UsageError('--dataset=%s: unknown dataset %r, not prepared in '
+                         '%s (prepared: %s)' % (name, base, data_dir,
+                                                ', '.join(prepared) or 'none'))
+  if parsed is None:
+    return
+  _, info = dataset_info.load_named(data_dir, base)
+  split_file = os.path.join(data_dir, base, splits_lib.SPLITS_DIR, name,
+                            splits_lib.SPLIT_FILE)
+  if os.path.isfile(split_file):
+    return
+  count = info['splits']['train']['count']
+  classes = info['num_classes']
+  if parsed.labels > count:
+    raise cli.UsageError('--dataset=%s: %d labels, more than the %d training '
+                         'images of %s' % (name, parsed.labels, count, base))
+  if not parsed.tag and (parsed.labels < classes or
+                         parsed.labels % classes):
+    raise cli.UsageError('--dataset=%s: %d labels cannot be split evenly over '
+                         'the %d classes (use a positive multiple of %d)'
+                         % (name, parsed.labels, classes, classes))
+  if parsed.labels + parsed.valid > count:
+    raise cli.UsageError('--dataset=%s: a validation set of %d is too large: '
+                         '%d labels + %d valid > %d training images'
+                         % (name, parsed.valid, parsed.labels, parsed.valid,
+                            count))
+
+
+def check_steps(params, opts):
+  """UsageError when iterations_per_loop does not divide the step counts."""
+  loop = opts['iterations_per_loop']
+  for key, value in (('train_steps', params['train_steps']),
+                     ('save_checkpoints_steps', opts['save_checkpoints_steps'])):
+    if value % loop:
+      raise cli.UsageError('--iterations_per_loop=%d does not divide '
+                           '--%s=%d' % (loop, key, value))
+
+
 def run(flag_values, printer=print):
   """Trains (or resumes) and returns the last evaluation's metrics."""
   opts = devices.options_from_flags(flag_values)
+  check_options(opts, flag_values)
   devices.resolve_device(opts['device'])  # Fails early without npu_bridge.
   data_dir = cli.resolve_path(flag_values.data_dir)
   if not data_dir:
@@ -81,8 +166,9 @@ def run(flag_values, printer=print):
   model_dir = flag_values.model_dir or flag_values.result
   if not model_dir:
     raise cli.UsageError('--model_dir is required')
-  model_dir = model_dir_lib.prepare(cli.resolve_path(model_dir))
   name = dataset_name(flag_values)
+  check_dataset(data_dir, name)
+  model_dir = model_dir_lib.prepare(cli.resolve_path(model_dir))
   source = sources.resolve(data_dir, name)
   facts = {'num_classes': int(source.info['num_classes']),
            'image_shape': list(source.info['image_shape']),
@@ -97,7 +183,52 @@ def run(flag_values, printer=print):
     needs = algorithm.input_needs(params)
   except ValueError as e:
     raise cli.UsageError(str(e))
+  check_steps(params, opts)
+  model_dir_lib.lock(model_dir)
+  model_dir_lib.remove_partial_writes(model_dir)
+  if flag_values.verify_data:
+    sources.verify(source, deep=True)
+  elif source.counts['labeled'] <= LABELED_CHECK_MAX:
+    sources.verify(source, deep=True, parts=('labeled',))
   params_lib.save_or_check(model_dir, params)
+  try:
+    return _train(params, opts, source, needs, model_dir, name,
+                  flag_values.eval_batch_size, printer)
+  except (OSError, tf.errors.OpError) as e:
+    failure = explain_failure(e, source, model_dir)
+    if failure is e:
+      raise
+    raise failure from None
+
+
+def explain_failure(error, source, model_dir):
+  """The one-line error for a failure during training, or `error` itself.
+
+  A write the file system refused becomes cli.RunError naming the file and
+  the checkpoint that stays; a record that does not read or decode makes
+  the data be re-checked record by record, and the DataError naming the
+  shard is returned. Anything else is returned unchanged (a bug).
+  """
+  reason = model_dir_lib.write_failure(error)
+  if reason:
+    model_dir_lib.remove_partial_writes(model_dir)
+    checkpoint = model_dir_lib.latest_checkpoint(model_dir)
+    kept = ('the last checkpoint, %s, is intact' % os.path.basename(checkpoint)
+            if checkpoint else 'no checkpoint was saved')
+    return cli.RunError('cannot write %s (disk full or file-size limit?); %s'
+                        % (reason, kept))
+  if isinstance(error, (tf.errors.DataLossError,
+                        tf.errors.InvalidArgumentError)):
+    try:
+      sources.verify(source, deep=True)
+    except DataError as e:
+      return e
+  return error
+
+
+def _train(params, opts, source, needs, model_dir, name, eval_batch_size,
+           printer):
+  """The train / evaluate loop of `run`; returns the last metrics."""
   estimator, device = devices.make_estimator(core.model_fn, model_dir, params,
                                              opts)
   eval_part = 'valid' if source.counts.get('valid') else 'test'
@@ -116,19 +247,25 @@ def run(flag_values, printer=print):
   while step < last:
     target = min(last, (step // every + 1) * every)
     train_fn = inputs.train_input_fn(source, needs, params,
-                                     seed=params['seed'] * 1000003 + step)
+                                     seed=input_seed(params, step))
     progress = hooks.ProgressHook(opts['log_every_steps'], labeled, total,
                                   last, printer=printer)
-    estimator.train(train_fn, max_steps=target, hooks=[progress])
+    estimator.train(train_fn, max_steps=target,
+                    hooks=hooks.guarded_saver(model_dir, every, target) +
+                    [progress])
     step = target
-    metrics = evaluate(estimator, source, eval_part, params,
-                       flag_values.eval_batch_size)
+    metrics = evaluate(estimator, source, eval_part, params, eval_batch_size)
     printer('step %d: %s' % (step, format_metrics(metrics, eval_part)))
   if not metrics:
-    metrics = evaluate(estimator, source, eval_part, params,
-                       flag_values.eval_batch_size)
+    metrics = evaluate(estimator, source, eval_part, params, eval_batch_size)
     printer('step %d: %s' % (step, format_metrics(metrics, eval_part)))
   return metrics
+
+
+def input_seed(params, step):
+  """Seed of the input pipeline of a train call starting at `step`: the same
+  --seed gives the same batches; a resumed run does not replay the first."""
+  return params['seed'] * 1000003 + step
 
 
 def evaluate(estimator, source, part, params, batch_size):

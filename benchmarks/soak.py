@@ -1,0 +1,394 @@
+r"""Soak test: kill -9 at random points of prepare / split / train / export.
+
+  .venv/bin/python benchmarks/soak.py [--faults=20] [--seed=0] [--work_dir=DIR]
+
+On tiny MNIST-format data (written here) and a tiny network, each cycle
+runs the four stages as a user would (subprocesses of launch/*.py) and kills
+each one with SIGKILL at a random time within the duration of a clean run of
+that stage, then checks what is on disk and recovers by simply running the
+command again:
+
+  prepare  DATA/mnist is absent or complete (every record verifies); re-run.
+  split    the split is absent or complete (every record verifies); re-run.
+  train    (killed twice per cycle) params.json parses, every checkpoint the
+           state file lists loads, event files read; the newest checkpoint
+           listed before the kill is still there; the resumed run reaches
+           exactly --train_steps and every checkpoint on disk then loads.
+  export   (--overwrite after the first cycle) EXPORT_DIR is absent or a
+           SavedModel that loads; the export before the kill is not lost;
+           re-running leaves one that loads.
+
+A kill that lands after the process finished is not counted as a fault.
+Prints one line per fault, then the totals and a final JSON line:
+faults injected, runs recovered (the re-run succeeded and its output
+verifies), corrupt outputs (something that looks complete but does not
+load or verify; the goal is 0) and data lost (completed work gone: a
+listed checkpoint or a previous export that disappeared; the goal is 0).
+Training steps since the last checkpoint are redone after a kill; that is
+the expected cost, not lost data.
+"""
+
+import argparse
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+# pylint: disable=g-import-not-at-top,wrong-import-position
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
+import tensorflow.compat.v1 as tf
+
+from input_pipeline import dataset_info
+from input_pipeline import sources
+from input_pipeline.errors import DataError
+from launch import export as export_lib
+from tests import data_fixtures
+
+TRAIN_STEPS = 20
+SPLIT = 'mnist.1@100-100'
+TRAIN_FLAGS = ['--algorithm=supervised', '--batch_size=8',
+               '--train_steps=%d' % TRAIN_STEPS, '--save_checkpoints_steps=5',
+               '--log_every_steps=5', '--network=resnet', '--filters=4',
+               '--repeat=1', '--scales=1']
+
+
+def command(script, args):
+  return [sys.executable, os.path.join(ROOT, 'launch', script + '.py')] + args
+
+
+def run(script, args):
+  """Runs to completion; returns (exit code, stdout + stderr)."""
+  proc = subprocess.run(command(script, args), stdout=subprocess.PIPE,
+                        stderr=subprocess.STDOUT, universal_newlines=True,
+                        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3'),
+                        check=False)
+  return proc.returncode, proc.stdout
+
+
+def run_and_kill(script, args, delay):
+  """Starts the command, SIGKILLs it after `delay` s; True if it was killed
+  while running."""
+  proc = subprocess.Popen(command(script, args), stdout=subprocess.DEVNULL,
+                          stderr=subprocess.DEVNULL,
+                          env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3'))
+  deadline = time.time() + delay
+  while time.time() < deadline and proc.poll() is None:
+    time.sleep(0.002)
+  killed = proc.poll() is None
+  if killed:
+    proc.send_signal(signal.SIGKILL)
+  proc.wait()
+  return killed
+
+
+def timed(script, args):
+  start = time.time()
+  code, output = run(script, args)
+  if code:
+    raise SystemExit('clean %s run failed: %s' % (script, output[-2000:]))
+  return time.time() - start
+
+
+def load_checkpoint(path):
+  reader = tf.train.load_checkpoint(path)
+  for name in reader.get_variable_to_shape_map():
+    reader.get_tensor(name)
+  return int(reader.get_tensor('global_step'))
+
+
+def listed_checkpoints(model_dir):
+  state = tf.train.get_checkpoint_state(model_dir)
+  if not state:
+    return []
+  return list(state.all_model_checkpoint_paths)
+
+
+def read_events(path):
+  count = 0
+  try:
+    for _ in tf.train.summary_iterator(path):
+      count += 1
+  except tf.errors.DataLossError:
+    pass  # A record cut short by the kill ends the file (as in TensorBoard).
+  return count
+
+
+class Soak(object):
+  """The cycles and the counters."""
+
+  def __init__(self, work_dir, rng):
+    self.work = work_dir
+    self.rng = rng
+    self.raw = os.path.join(work_dir, 'raw')
+    self.data_dir = os.path.join(work_dir, 'data')
+    self.export_dir = os.path.join(work_dir, 'export')
+    self.durations = {}
+    self.counts = {'faults': 0, 'recovered': 0, 'corrupt': 0, 'lost': 0}
+    self.by_stage = {}
+    self.problems = []
+
+  # Helpers.
+
+  def delay(self, stage):
+    return self.rng.uniform(0.0, self.durations[stage])
+
+  def record(self, stage, delay, recovered, corrupt=0, lost=0, note=''):
+    self.counts['faults'] += 1
+    self.counts['recovered'] += int(recovered)
+    self.counts['corrupt'] += corrupt
+    self.counts['lost'] += lost
+    stats = self.by_stage.setdefault(stage, {'faults': 0, 'recovered': 0})
+    stats['faults'] += 1
+    stats['recovered'] += int(recovered)
+    status = 'recovered' if recovered else 'NOT RECOVERED'
+    if corrupt or lost:
+      status += ', %d corrupt, %d lost' % (corrupt, lost)
+      self.problems.append('%s: %s' % (stage, note))
+    print('fault %2d: %-7s killed at %5.2fs: %s%s'
+          % (self.counts['faults'], stage, delay, status,
+             ' (%s)' % note if note else ''), flush=True)
+
+  def prepare_args(self):
+    return ['--dataset=mnist', '--source_dir=' + self.raw,
+            '--data_dir=' + self.data_dir]
+
+  def train_args(self, model_dir):
+    return (['--data_dir=' + self.data_dir, '--dataset=' + SPLIT,
+             '--model_dir=' + model_dir] + TRAIN_FLAGS)
+
+  def export_args(self, model_dir):
+    return ['--model_dir=' + model_dir, '--export_dir=' + self.export_dir,
+            '--overwrite', '--verify_images=4']
+
+  # Set-up.
+
+  def setup(self):
+    images, labels = data_fixtures.tiny_arrays(3000, (28, 28, 1), 10)
+    data_fixtures.write_idx(self.raw, 'train', images[..., 0], labels)
+    data_fixtures.write_idx(self.raw, 't10k', images[:500, ..., 0],
+                            labels[:500])
+    self.durations['prepare'] = timed('prepare_data', self.prepare_args())
+    self.durations['split'] = timed('prepare_data', [
+        '--data_dir=' + self.data_dir, '--split=' + SPLIT])
+    model_dir = os.path.join(self.work, 'calibrate')
+    self.durations['train'] = timed('train', self.train_args(model_dir))
+    self.durations['export'] = timed('export', self.export_args(model_dir))
+    print('clean runs: %s' % ', '.join('%s %.1fs' % kv for kv in
+                                       sorted(self.durations.items())),
+          flush=True)
+    return model_dir
+
+  # Stages.
+
+  def dataset_state(self):
+    """'absent', 'complete' or 'corrupt'."""
+    if not os.path.isfile(os.path.join(self.data_dir, 'mnist',
+                                       dataset_info.INFO_FILE)):
+      return 'absent'
+    try:
+      dataset_dir, info = dataset_info.load_named(self.data_dir, 'mnist')
+      dataset_info.verify(dataset_dir, info, deep=True)
+    except DataError:
+      return 'corrupt'
+    return 'complete'
+
+  def split_state(self):
+    try:
+      source = sources.resolve(self.data_dir, SPLIT)
+    except DataError as e:
+      return 'absent' if 'never created' in str(e) else 'corrupt'
+    try:
+      sources.verify(source, deep=True)
+    except DataError:
+      return 'corrupt'
+    return 'complete'
+
+  def prepare_fault(self):
+    shutil.rmtree(os.path.join(self.data_dir, 'mnist'), ignore_errors=True)
+    delay = self.delay('prepare')
+    if not run_and_kill('prepare_data', self.prepare_args(), delay):
+      return False
+    state = self.dataset_state()
+    corrupt = int(state == 'corrupt')
+    if state != 'complete':
+      shutil.rmtree(os.path.join(self.data_dir, 'mnist'), ignore_errors=True)
+      run('prepare_data', self.prepare_args())
+    recovered = self.dataset_state() == 'complete'
+    self.record('prepare', delay, recovered, corrupt,
+                note='after the kill: %s' % state)
+    return True
+
+  def split_fault(self):
+    shutil.rmtree(os.path.join(self.data_dir, 'mnist', 'splits', SPLIT),
+                  ignore_errors=True)
+    delay = self.delay('split')
+    args = ['--data_dir=' + self.data_dir, '--split=' + SPLIT]
+    if not run_and_kill('prepare_data', args, delay):
+      return False
+    state = self.split_state()
+    corrupt = int(state == 'corrupt')
+    if state != 'complete':
+      shutil.rmtree(os.path.join(self.data_dir, 'mnist', 'splits', SPLIT),
+                    ignore_errors=True)
+      run('prepare_data', args)
+    recovered = self.split_state() == 'complete'
+    self.record('split', delay, recovered, corrupt,
+                note='after the kill: %s' % state)
+    return True
+
+  def check_model_dir(self, model_dir):
+    """Corrupt outputs in a model_dir after a kill (what a run relies on)."""
+    corrupt, notes = 0, []
+    params = os.path.join(model_dir, 'params.json')
+    if os.path.exists(params):
+      try:
+        with open(params) as f:
+          json.load(f)
+      except ValueError:
+        corrupt += 1
+        notes.append('params.json does not parse')
+    for path in listed_checkpoints(model_dir):
+      try:
+        load_checkpoint(path)
+      except (tf.errors.OpError, ValueError) as e:
+        corrupt += 1
+        notes.append('%s: %s' % (os.path.basename(path),
+                                 str(e).split('\n')[0]))
+    for name in os.listdir(model_dir) if os.path.isdir(model_dir) else []:
+      if name.startswith('events.out.tfevents'):
+        try:
+          read_events(os.path.join(model_dir, name))
+        except tf.errors.OpError as e:
+          corrupt += 1
+          notes.append('%s: %s' % (name, str(e).split('\n')[0]))
+    return corrupt, notes
+
+  def train_faults(self, model_dir, kills):
+    """Up to `kills` faults into one training run, then one resume that
+    must finish it; returns the number injected."""
+    faults = []
+    for _ in range(kills):
+      before = listed_checkpoints(model_dir)
+      delay = self.delay('train')
+      if not run_and_kill('train', self.train_args(model_dir), delay):
+        break  # It finished before the kill.
+      corrupt, notes = self.check_model_dir(model_dir)
+      lost = 0
+      if before and not tf.io.gfile.exists(before[-1] + '.index'):
+        lost = 1
+        notes.append('%s disappeared' % os.path.basename(before[-1]))
+      listed = listed_checkpoints(model_dir)
+      notes.append('resumes at step %d' % (load_checkpoint(listed[-1])
+                                           if listed else 0))
+      faults.append((delay, corrupt, lost, notes))
+    if not faults:
+      return 0
+    recovered, note = self.resume(model_dir)
+    for delay, corrupt, lost, notes in faults:
+      self.record('train', delay, recovered, corrupt, lost,
+                  '; '.join(notes) + note)
+    return len(faults)
+
+  def resume(self, model_dir):
+    """Runs training again to the end; (finished and readable, note)."""
+    code, output = run('train', self.train_args(model_dir))
+    if code:
+      return False, '; resume failed: %s' % output.strip().split('\n')[-1]
+    step = load_checkpoint(tf.train.latest_checkpoint(model_dir))
+    bad = []
+    for name in sorted(os.listdir(model_dir)):
+      if name.startswith('model.ckpt-') and name.endswith('.index'):
+        try:
+          load_checkpoint(os.path.join(model_dir, name[:-len('.index')]))
+        except (tf.errors.OpError, ValueError):
+          bad.append(name)
+    return step == TRAIN_STEPS and not bad, '; finished at step %d%s' % (
+        step, '; unreadable: %s' % ', '.join(bad) if bad else '')
+
+  def export_state(self):
+    if not os.path.exists(self.export_dir):
+      return 'absent'
+    try:
+      predict = export_lib.load_saved_model(self.export_dir)
+      predict('serving_default', data_fixtures.random_images(2, (28, 28, 1)))
+    except (OSError, IOError, tf.errors.OpError, ValueError, RuntimeError):
+      return 'corrupt'
+    return 'complete'
+
+  def export_fault(self, model_dir):
+    had_export = self.export_state() == 'complete'
+    delay = self.delay('export')
+    if not run_and_kill('export', self.export_args(model_dir), delay):
+      return False
+    state = self.export_state()
+    corrupt = int(state == 'corrupt')
+    # The re-run first restores an export a kill left moved aside: the
+    # previous export is lost only if it is gone and was not restored.
+    code, output = run('export', self.export_args(model_dir))
+    restored = 'restored the previous export' in output
+    lost = int(had_export and state == 'absent' and not restored)
+    recovered = code == 0 and self.export_state() == 'complete'
+    self.record('export', delay, recovered, corrupt, lost,
+                'after the kill: %s' % state)
+    return True
+
+  def run(self, faults):
+    calibrate_dir = self.setup()
+    shutil.rmtree(self.export_dir)  # The first export fault starts afresh.
+    cycle = 0
+    while self.counts['faults'] < faults:
+      cycle += 1
+      self.prepare_fault()
+      self.split_fault()
+      model_dir = os.path.join(self.work, 'run%d' % cycle)
+      if self.train_faults(model_dir, 2) == 0 or not listed_checkpoints(
+          model_dir):
+        model_dir = calibrate_dir
+      self.export_fault(model_dir)
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+  parser.add_argument('--faults', type=int, default=20)
+  parser.add_argument('--seed', type=int, default=0)
+  parser.add_argument('--work_dir', default=None)
+  args = parser.parse_args()
+  tf.get_logger().setLevel('ERROR')
+  work = args.work_dir or tempfile.mkdtemp(prefix='soak')
+  os.makedirs(work, exist_ok=True)
+  soak = Soak(work, random.Random(args.seed))
+  start = time.time()
+  try:
+    soak.run(args.faults)
+  finally:
+    if not args.work_dir:
+      shutil.rmtree(work, ignore_errors=True)
+  counts = soak.counts
+  print('faults injected %d (%s); runs recovered %d; corrupt outputs %d; '
+        'data lost %d; %.0f s'
+        % (counts['faults'], ', '.join('%s %d' % (k, v['faults']) for k, v in
+                                       sorted(soak.by_stage.items())),
+           counts['recovered'], counts['corrupt'], counts['lost'],
+           time.time() - start))
+  for problem in soak.problems:
+    print('problem: %s' % problem)
+  print(json.dumps({'faults_injected': counts['faults'],
+                    'runs_recovered': counts['recovered'],
+                    'corrupt_outputs': counts['corrupt'],
+                    'data_lost': counts['lost'],
+                    'by_stage': soak.by_stage,
+                    'seconds': round(time.time() - start)}, sort_keys=True))
+  return 0 if (counts['corrupt'] == 0 and counts['lost'] == 0 and
+               counts['recovered'] == counts['faults']) else 1
+
+
+if __name__ == '__main__':
+  sys.exit(main())
