@@ -1,0 +1,96 @@
+"""benchmarks/throughput.py in a small way: tiny configs, a few steps.
+
+No timing assertions: only that both phases run real training steps and
+report consistent, positive figures in the last-line JSON.
+"""
+
+import json
+import os
+import subprocess
+import sys
+
+import tensorflow.compat.v1 as tf
+
+from tests import data_fixtures
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY_NET = ['--network=resnet', '--filters=4', '--repeat=1', '--scales=1']
+
+
+def run_benchmark(*args):
+  return subprocess.run(
+      [sys.executable, os.path.join(ROOT, 'benchmarks', 'throughput.py')] +
+      list(args), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+      universal_newlines=True, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3'),
+      timeout=600, check=False)
+
+
+class ThroughputTest(tf.test.TestCase):
+
+  def last_json(self, result):
+    self.assertEqual(result.returncode, 0, 'stdout:\n%s\nstderr:\n%s'
+                     % (result.stdout, result.stderr[-3000:]))
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+  def assertConsistent(self, figures, labeled, total):
+    self.assertGreater(figures['s_per_step'], 0.)
+    self.assertAllClose(figures['labeled_img_s'],
+                        labeled / figures['s_per_step'], rtol=2e-3)
+    self.assertAllClose(figures['total_img_s'],
+                        total / figures['s_per_step'], rtol=2e-3)
+    self.assertBetween(figures['peak_rss_mb'], 50., 64 * 1024.)
+
+  def test_synthetic_tfrecords_with_ceiling(self):
+    result = run_benchmark('--algorithm=supervised', '--batch_size=4',
+                           '--steps=3', '--warmup=1', '--images=200',
+                           '--labeled_images=50', '--ceiling', *TINY_NET)
+    figures = self.last_json(result)
+    self.assertEqual(figures['benchmark'], 'throughput')
+    self.assertEqual(figures['data'], 'synthetic_tfrecords')
+    self.assertEqual(figures['dataset'], 'synthetic.1@50-0')
+    self.assertEqual((figures['algorithm'], figures['network']),
+                     ('supervised', 'resnet'))
+    self.assertEqual((figures['steps'], figures['warmup']), (3, 1))
+    # Supervised: the labeled batch is every image of the step.
+    self.assertEqual(figures['labeled_per_step'], 4)
+    self.assertEqual(figures['images_per_step'], 4)
+    for phase in ('real', 'ceiling'):
+      self.assertConsistent(figures[phase], 4, 4)
+    self.assertAllClose(figures['efficiency'],
+                        figures['real']['labeled_img_s'] /
+                        figures['ceiling']['labeled_img_s'], atol=1e-3)
+    self.assertEqual(figures['environment']['tensorflow'], tf.__version__)
+    self.assertEqual(figures['environment']['cpus'], os.cpu_count())
+    self.assertIn('pipeline efficiency', result.stdout)
+
+  def test_prepared_data_counts_sesemi_images(self):
+    data_dir = self.get_temp_dir()
+    data_fixtures.prepare_tiny_dataset(data_dir, n_train=64, n_test=16)
+    split = data_fixtures.make_tiny_split(data_dir)
+    result = run_benchmark('--data=prepared', '--data_dir=' + data_dir,
+                           '--dataset=' + split, '--algorithm=sesemi',
+                           '--batch_size=2', '--steps=2', '--warmup=1',
+                           *TINY_NET)
+    figures = self.last_json(result)
+    self.assertEqual(figures['dataset'], split)
+    self.assertNotIn('ceiling', figures)
+    # SESEMI: 6 x batch_size labeled images, batch_size proxy sources x 6.
+    self.assertEqual(figures['labeled_per_step'], 12)
+    self.assertEqual(figures['images_per_step'], 24)
+    self.assertConsistent(figures['real'], 12, 24)
+
+  def test_bad_flags_one_line(self):
+    for args, needle in ((['--steps=0'], '--steps'),
+                         (['--data=prepared'], '--data_dir'),
+                         (['--images=100', '--labeled_images=15'],
+                          '--labeled_images')):
+      result = run_benchmark(*args)
+      self.assertEqual(result.returncode, 2, result.stderr)
+      lines = [l for l in result.stderr.splitlines()
+               if l.startswith('error:')]
+      self.assertLen(lines, 1, result.stderr)
+      self.assertIn(needle, lines[0])
+
+
+if __name__ == '__main__':
+  tf.test.main()
