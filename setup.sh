@@ -6,19 +6,24 @@
 #   - .bazelrc.local pointing Bazel at the venv's interpreter.
 # Re-running it is fast and changes nothing when everything is in place.
 #
-# Usage: bash setup.sh [--flavor=stock|intel] [--no-apt]
+# Usage: bash setup.sh [--flavor=stock|intel] [--venv=DIR] [--no-apt]
 #   --flavor=intel installs intel-tensorflow==1.15.2 (MKL-DNN, faster on CPU)
 #   instead of tensorflow==1.15.0 (the default; what Ascend's npu_bridge needs).
+#   --venv=DIR puts the environment in DIR instead of .venv (e.g. both
+#   flavours side by side: --flavor=intel --venv=.venv-intel); Bazel and the
+#   tools/ scripts use .venv only.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")"
 ROOT=$PWD
 FLAVOR=stock
 APT=1
+VENV=$ROOT/.venv
 for arg in "$@"; do
   case "$arg" in
     --flavor=*) FLAVOR=${arg#--flavor=} ;;
+    --venv=*) VENV=${arg#--venv=}; case "$VENV" in /*) ;; *) VENV=$ROOT/$VENV ;; esac ;;
     --no-apt) APT=0 ;;
-    -h|--help) sed -n 2,12p "$0"; exit 0 ;;
+    -h|--help) sed -n 2,15p "$0"; exit 0 ;;
     *) echo "setup.sh: unknown argument '$arg' (try --help)" >&2; exit 2 ;;
   esac
 done
@@ -59,42 +64,44 @@ find_python37() {
   return 1
 }
 
-VENV_PY=$ROOT/.venv/bin/python
+VENV_PY=$VENV/bin/python
 if ! { [ -x "$VENV_PY" ] && "$VENV_PY" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 7))' 2>/dev/null; }; then
   if ! PY37=$(find_python37); then
     echo "setup.sh: no Python 3.7 interpreter found (TensorFlow 1.15 needs 3.5-3.7)." >&2
     echo "setup.sh: install one, e.g. 'pyenv install 3.7.16', or set PYTHON37=/path/to/python3.7" >&2
     exit 1
   fi
-  say "creating .venv from $PY37"
-  rm -rf "$ROOT/.venv"
-  "$PY37" -m venv "$ROOT/.venv"
+  say "creating $VENV from $PY37"
+  rm -rf "$VENV"
+  "$PY37" -m venv "$VENV"
 fi
 
 # Requirements: install only when the lock or the flavour changed.
 REQ=$ROOT/requirements.lock
-STAMP=$ROOT/.venv/.installed
+STAMP=$VENV/.installed
 WANT="$(sha256sum "$REQ" | cut -d' ' -f1) $FLAVOR"
 if [ "$(cat "$STAMP" 2>/dev/null)" != "$WANT" ]; then
   say "installing pinned requirements ($FLAVOR TensorFlow); the first time downloads ~500 MB"
   "$VENV_PY" -m pip install -q --disable-pip-version-check --upgrade "pip==23.2.1"
   if [ "$FLAVOR" = intel ]; then
-    grep -v '^tensorflow==' "$REQ" > "$ROOT/.venv/requirements.intel"
+    grep -v '^tensorflow==' "$REQ" > "$VENV/requirements.intel"
     "$VENV_PY" -m pip uninstall -q -y tensorflow >/dev/null 2>&1 || true
     "$VENV_PY" -m pip install -q --disable-pip-version-check \
-      -r "$ROOT/.venv/requirements.intel" intel-tensorflow==1.15.2
+      -r "$VENV/requirements.intel" intel-tensorflow==1.15.2
   else
     "$VENV_PY" -m pip uninstall -q -y intel-tensorflow >/dev/null 2>&1 || true
     "$VENV_PY" -m pip install -q --disable-pip-version-check -r "$REQ"
   fi
   "$VENV_PY" -c 'import tensorflow, tensorflow_datasets' 2>/dev/null ||
-    { echo "setup.sh: TensorFlow failed to import in .venv" >&2; exit 1; }
+    { echo "setup.sh: TensorFlow failed to import in $VENV" >&2; exit 1; }
   echo "$WANT" > "$STAMP"
 fi
 
 # --- Bazel ------------------------------------------------------------------
-BAZELRC_LOCAL="build --python_path=$VENV_PY"
-if [ "$(cat "$ROOT/.bazelrc.local" 2>/dev/null)" != "$BAZELRC_LOCAL" ]; then
-  echo "$BAZELRC_LOCAL" > "$ROOT/.bazelrc.local"
+if [ "$VENV" = "$ROOT/.venv" ]; then
+  BAZELRC_LOCAL="build --python_path=$VENV_PY"
+  if [ "$(cat "$ROOT/.bazelrc.local" 2>/dev/null)" != "$BAZELRC_LOCAL" ]; then
+    echo "$BAZELRC_LOCAL" > "$ROOT/.bazelrc.local"
+  fi
 fi
 say "ready: $("$VENV_PY" --version 2>&1), $("$VENV_PY" -c 'import tensorflow as tf; print("TensorFlow", tf.__version__)' 2>/dev/null)"

@@ -161,3 +161,14 @@ def _profiling_config(npu_config, model_dir, opts):
     raise cli.UsageError('--profiling_options is not valid JSON: %s' % e)
   return npu_config.ProfilingConfig(enable_profiling=True,
                                     profiling_options=options)
+
+
+def input_shard(opts):
+  """(num_shards, shard_index) of this process's training input.
+
+  Ascend with RANK_SIZE > 1: (RANK_SIZE, RANK_ID), each rank reading its own
+  shard. Otherwise (1, 0); under a tf.distribute strategy the strategy's
+  input context shards instead (launch/train.py).
+  """
+  del opts
+  return 1, 0

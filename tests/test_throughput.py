@@ -94,3 +94,57 @@ class ThroughputTest(tf.test.TestCase):
 
 if __name__ == '__main__':
   tf.test.main()
+
+
+class ThroughputTableTest(tf.test.TestCase):
+  """benchmarks/throughput_table.py: one tiny real run, then a resume."""
+
+  def run_table(self, *args):
+    return subprocess.run(
+        [sys.executable, os.path.join(ROOT, 'benchmarks',
+                                      'throughput_table.py')] + list(args),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        universal_newlines=True,
+        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3'), timeout=600,
+        check=False)
+
+  def test_runs_resumes_and_tabulates(self):
+    work = self.get_temp_dir()
+    results = os.path.join(work, 'results.jsonl')
+    output = os.path.join(work, 'table.md')
+    args = ['--flavors=stock=' + sys.executable, '--algorithms=supervised',
+            '--ceiling_for=supervised', '--steps=2', '--warmup=1',
+            '--results=' + results, '--output=' + output,
+            '--extra=' + ','.join(['--batch_size=4', '--images=200',
+                                   '--labeled_images=50'] + TINY_NET)]
+    first = self.run_table(*args)
+    self.assertEqual(first.returncode, 0, first.stderr[-3000:])
+    with open(results) as f:
+      lines = f.read().splitlines()
+    self.assertLen(lines, 1)
+    record = json.loads(lines[0])
+    self.assertEqual((record['flavor'], record['algorithm'], record['steps']),
+                     ('stock', 'supervised', 2))
+    with open(output) as f:
+      table = f.read().splitlines()
+    self.assertLen(table, 3)  # header, rule, one row
+    cells = [c.strip() for c in table[2].strip('|').split('|')]
+    self.assertEqual(cells[:4], ['supervised', 'resnet', '4', 'stock'])
+    self.assertEqual(float(cells[5]), record['real']['labeled_img_s'])
+    self.assertEqual(float(cells[9]), record['ceiling']['labeled_img_s'])
+    self.assertEqual(float(cells[10]), record['efficiency'])
+    # A second run finds the pair done: nothing is measured again.
+    second = self.run_table(*args)
+    self.assertEqual(second.returncode, 0, second.stderr[-3000:])
+    self.assertNotIn('throughput.py', second.stdout)
+    with open(results) as f:
+      self.assertEqual(f.read().splitlines(), lines)
+
+  def test_missing_interpreter_is_one_line(self):
+    result = self.run_table('--flavors=intel=/nonexistent/python',
+                            '--output=' + os.path.join(self.get_temp_dir(),
+                                                       't.md'))
+    self.assertEqual(result.returncode, 2)
+    self.assertEqual(result.stderr.strip().splitlines(),
+                     ['error: --flavors: intel: /nonexistent/python is not an '
+                      'executable Python (make it with setup.sh)'])

@@ -1,0 +1,184 @@
+r"""Runs benchmarks/throughput.py for every algorithm and TensorFlow flavour.
+
+  python benchmarks/throughput_table.py \
+      --flavors=stock=.venv/bin/python,intel=.venv-intel/bin/python \
+      [--algorithms=realmix,fixmatch,sesemi,...] [--ceiling_for=realmix,...] \
+      [--steps=5] [--warmup=2] [--steps_for=fixmatch:3] \
+      [--results=benchmarks/results/throughput.jsonl] \
+      [--output=docs/throughput_table.md] [--extra=--images=2000]
+
+Each (flavour, algorithm) pair is one `throughput.py` process with the
+algorithm's default network and batch size on synthetic CIFAR-shaped
+TFRecords (`--ceiling` for the algorithms in --ceiling_for), run one at a
+time so that runs do not share the CPU. A flavour is a name and the Python
+interpreter of a virtual environment (`bash setup.sh` makes `.venv` with
+tensorflow 1.15.0; `bash setup.sh --flavor=intel --venv=.venv-intel` one with
+intel-tensorflow 1.15.2). The intel flavour runs with INTEL_ENV (OpenMP
+settings that measured at least as fast), unless the variables are already
+set.
+
+Every finished run's last-line JSON is appended to --results, with the
+flavour's name; a pair already there is not run again (so the script
+resumes after an interruption; --rerun forces). The Markdown table of every
+result in the file is written to --output (temporary name, then rename) and
+printed.
+"""
+
+import json
+import os
+import subprocess
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+# pylint: disable=g-import-not-at-top,wrong-import-position
+from absl import flags
+
+from launch import cli
+from model_fns import registry
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+FLAGS = flags.FLAGS
+
+# MKL-DNN's OpenMP runtime: as many threads as cores, no spinning after a
+# parallel region (TensorFlow's own pools run between MKL calls).
+INTEL_ENV = {'OMP_NUM_THREADS': str(os.cpu_count() or 1),
+             'KMP_BLOCKTIME': '0',
+             'KMP_AFFINITY': 'granularity=fine,compact,1,0'}
+
+flags.DEFINE_list('flavors', ['stock=' + os.path.join('.venv', 'bin',
+                                                      'python')],
+                  'NAME=PYTHON pairs: the TensorFlow flavours to measure.')
+flags.DEFINE_list('algorithms', list(registry.NAMES), 'Algorithms to run.')
+flags.DEFINE_list('ceiling_for', ['realmix', 'fixmatch', 'sesemi'],
+                  'Algorithms also measured against the in-graph ceiling.')
+flags.DEFINE_integer('steps', 5, 'Timed steps per phase.')
+flags.DEFINE_integer('warmup', 2, 'Untimed steps per phase.')
+flags.DEFINE_list('steps_for', [], 'ALGORITHM:STEPS overrides of --steps.')
+flags.DEFINE_string('results', os.path.join('benchmarks', 'results',
+                                            'throughput.jsonl'),
+                    'JSON lines, one per finished run (appended).')
+flags.DEFINE_string('output', os.path.join('docs', 'throughput_table.md'),
+                    'The Markdown table of every result.')
+flags.DEFINE_list('extra', [], 'Flags passed to every throughput.py run.')
+flags.DEFINE_bool('rerun', False, 'Run pairs already in --results again.')
+
+
+def parse_pairs(values, flag, convert=str):
+  """['a=b', ...] or ['a:b', ...] into an ordered list of (a, convert(b))."""
+  pairs = []
+  for value in values:
+    sep = '=' if '=' in value else ':'
+    name, _, rest = value.partition(sep)
+    if not name or not rest:
+      raise cli.UsageError('--%s: expected NAME%sVALUE, got %r'
+                           % (flag, sep, value))
+    try:
+      pairs.append((name, convert(rest)))
+    except ValueError:
+      raise cli.UsageError('--%s: bad value in %r' % (flag, value))
+  return pairs
+
+
+def load_results(path):
+  if not os.path.exists(path):
+    return []
+  with open(path) as f:
+    return [json.loads(line) for line in f if line.strip()]
+
+
+def run_one(python, flavor, algorithm, steps, warmup, ceiling, extra):
+  """One throughput.py process; returns its JSON (with 'flavor') or exits."""
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2')
+  if flavor == 'intel':
+    for key, value in INTEL_ENV.items():
+      env.setdefault(key, value)
+  args = [python, os.path.join(ROOT, 'benchmarks', 'throughput.py'),
+          '--algorithm=' + algorithm, '--steps=%d' % steps,
+          '--warmup=%d' % warmup] + (['--ceiling'] if ceiling else []) + extra
+  print('%s %s: %s' % (flavor, algorithm, ' '.join(args[1:])), flush=True)
+  process = subprocess.run(args, stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, universal_newlines=True,
+                           env=env, check=False)
+  lines = process.stdout.strip().splitlines()
+  if process.returncode or not lines:
+    tail = (process.stderr.strip().splitlines() or ['(no output)'])[-1]
+    raise cli.RunError('%s %s failed (exit %d): %s'
+                       % (flavor, algorithm, process.returncode, tail))
+  for line in lines[:-1]:
+    print('  ' + line, flush=True)
+  result = json.loads(lines[-1])
+  result['flavor'] = flavor
+  return result
+
+
+def _cell(figures, key, fmt):
+  return fmt % figures[key] if figures else '-'
+
+
+def markdown(results):
+  """The table of `results`, one row per (algorithm, flavour)."""
+  header = ('| algorithm | network | batch | flavour | TF | labeled img/s | '
+            'img/s | s/step | peak RSS MB | ceiling labeled img/s | '
+            'efficiency |\n' + '| --- ' * 11 + '|')
+  rows = [header]
+  order = {name: i for i, name in enumerate(registry.NAMES)}
+  for r in sorted(results, key=lambda r: (order.get(r['algorithm'], 99),
+                                          r['flavor'])):
+    real, ceiling = r['real'], r.get('ceiling')
+    rss = max(real['peak_rss_mb'], ceiling['peak_rss_mb'] if ceiling else 0)
+    rows.append('| %s | %s | %d | %s | %s%s | %.2f | %.1f | %.2f | %.0f | %s '
+                '| %s |' % (
+                    r['algorithm'], r['network'], r['batch_size'],
+                    r['flavor'], r['environment']['tensorflow'],
+                    ' (MKL)' if r['environment']['mkl'] else '',
+                    real['labeled_img_s'], real['total_img_s'],
+                    real['s_per_step'], rss,
+                    _cell(ceiling, 'labeled_img_s', '%.2f'),
+                    '%.3f' % r['efficiency'] if 'efficiency' in r else '-'))
+  return '\n'.join(rows) + '\n'
+
+
+def write_atomic(path, text):
+  directory = os.path.dirname(os.path.abspath(path))
+  os.makedirs(directory, exist_ok=True)
+  temporary = '%s.tmp-%d' % (path, os.getpid())
+  with open(temporary, 'w') as f:
+    f.write(text)
+  os.replace(temporary, path)
+
+
+def main(argv):
+  del argv
+  flavors = parse_pairs(FLAGS.flavors, 'flavors')
+  steps_for = dict(parse_pairs(FLAGS.steps_for, 'steps_for', int))
+  unknown = sorted(set(FLAGS.algorithms) - set(registry.NAMES))
+  if unknown:
+    raise cli.UsageError('--algorithms: unknown %s (known: %s)'
+                         % (', '.join(unknown), ', '.join(registry.NAMES)))
+  for name, python in flavors:
+    if not os.access(python, os.X_OK):
+      raise cli.UsageError('--flavors: %s: %s is not an executable Python '
+                           '(make it with setup.sh)' % (name, python))
+  results_path = cli.resolve_path(FLAGS.results)
+  os.makedirs(os.path.dirname(os.path.abspath(results_path)), exist_ok=True)
+  done = {(r['flavor'], r['algorithm']) for r in load_results(results_path)}
+  for name, python in flavors:
+    for algorithm in FLAGS.algorithms:
+      if (name, algorithm) in done and not FLAGS.rerun:
+        continue
+      result = run_one(python, name, algorithm,
+                       steps_for.get(algorithm, FLAGS.steps), FLAGS.warmup,
+                       algorithm in FLAGS.ceiling_for, FLAGS.extra)
+      with open(results_path, 'a') as f:
+        f.write(json.dumps(result, sort_keys=True) + '\n')
+  latest = {}
+  for r in load_results(results_path):
+    latest[(r['flavor'], r['algorithm'])] = r
+  table = markdown(list(latest.values()))
+  write_atomic(cli.resolve_path(FLAGS.output), table)
+  print(table)
+
+
+if __name__ == '__main__':
+  cli.run(main)
