@@ -14,6 +14,16 @@ The SESEMI/RealMix seeds' Ascend flags map onto NPURunConfig as follows:
 | `--profiling` (+ `--profiling_options`) | `profiling_config=ProfilingConfig(enable_profiling=True, profiling_options=...)` |
 | `--iterations_per_loop=N` | `iterations_per_loop=N` |
 | `--mix_compile_mode` | `mix_compile_mode=True` |
+| (RANK_SIZE > 1) | `hcom_parallel=True` (gradient all-reduce overlaps backprop) |
+
+On the NPU path the model_fn is wrapped (`spec.launch_hooks`, so model_fns
+never import npu_bridge): the optimizer becomes
+`NPUDistributedOptimizer(optimizer)` when RANK_SIZE > 1, then
+`NPULossScaleOptimizer(optimizer, manager, is_distributed=RANK_SIZE > 1)`
+when `ascend.loss_scale_settings` asks for loss scaling (`--loss_scale`,
+default: dynamic when the precision mode lets float16 in); with RANK_SIZE > 1
+the eval accuracies are summed across ranks by `hccl_ops.allreduce`. The rank
+environment is read and checked by launch/ascend.py. See docs/ascend.md.
 """
 
 import importlib
@@ -23,7 +33,9 @@ import os
 from absl import flags
 import tensorflow.compat.v1 as tf
 
+from launch import ascend
 from launch import cli
+from model_fns import spec
 
 DEVICES = ('auto', 'cpu', 'gpu', 'npu')
 PRECISION_MODES = ('allow_fp32_to_fp16', 'force_fp16', 'must_keep_origin_dtype',
@@ -57,6 +69,26 @@ def define_flags():
   flags.DEFINE_integer('iterations_per_loop', 1,
                        'NPU: steps run on device per session call.')
   flags.DEFINE_bool('mix_compile_mode', False, 'NPU mixed compile mode.')
+  flags.DEFINE_string('loss_scale', 'auto',
+                      'NPU loss scaling: auto (dynamic when --precision_mode '
+                      'lets float16 in, which CANN\'s default does), dynamic '
+                      '(ExponentialUpdateLossScaleManager), none, or a fixed '
+                      'scale >= 1 (FixedLossScaleManager).')
+  flags.register_validator('loss_scale', ascend.valid_loss_scale,
+                           message='--loss_scale must be auto, dynamic, none '
+                           'or a number >= 1')
+  flags.DEFINE_float('init_loss_scale', 2.**32,
+                     'Dynamic loss scaling: initial scale.', lower_bound=1.)
+  flags.DEFINE_integer('incr_every_n_steps', 1000, 'Dynamic loss scaling: '
+                       'multiply the scale by --incr_ratio after this many '
+                       'finite steps.', lower_bound=1)
+  flags.DEFINE_integer('decr_every_n_nan_or_inf', 2, 'Dynamic loss scaling: '
+                       'multiply the scale by --decr_ratio after this many '
+                       'overflowing steps.', lower_bound=1)
+  flags.DEFINE_float('incr_ratio', 2., 'Dynamic loss scaling: growth factor.',
+                     lower_bound=1.)
+  flags.DEFINE_float('decr_ratio', 0.5, 'Dynamic loss scaling: shrink factor.',
+                     lower_bound=0., upper_bound=1.)
 
 
 def options_from_flags(flag_values):
@@ -65,7 +97,9 @@ def options_from_flags(flag_values):
           'log_every_steps', 'intra_op_threads', 'inter_op_threads', 'xla',
           'precision_mode', 'over_dump', 'over_dump_path', 'data_dump_flag',
           'data_dump_step', 'data_dump_path', 'profiling', 'profiling_options',
-          'iterations_per_loop', 'mix_compile_mode')
+          'iterations_per_loop', 'mix_compile_mode', 'loss_scale',
+          'init_loss_scale', 'incr_every_n_steps', 'decr_every_n_nan_or_inf',
+          'incr_ratio', 'decr_ratio')
   return {k: flag_values[k].value for k in keys}
 
 
@@ -114,6 +148,8 @@ def make_estimator(model_fn, model_dir, params, opts, warm_start_from=None):
     return tf.estimator.Estimator(model_fn=model_fn, config=config,
                                   params=params,
                                   warm_start_from=warm_start_from), device
+  env = ascend.read_rank_env()
+  loss_scale = ascend.loss_scale_settings(opts)
   npu_config = importlib.import_module('npu_bridge.estimator.npu.npu_config')
   npu_estimator = importlib.import_module(
       'npu_bridge.estimator.npu.npu_estimator')
@@ -122,11 +158,54 @@ def make_estimator(model_fn, model_dir, params, opts, warm_start_from=None):
       enable_data_pre_proc=True,
       precision_mode=opts.get('precision_mode'),
       mix_compile_mode=bool(opts.get('mix_compile_mode')),
+      hcom_parallel=env.rank_size > 1,
       dump_config=_dump_config(npu_config, model_dir, opts),
       profiling_config=_profiling_config(npu_config, model_dir, opts),
       **common)
-  return npu_estimator.NPUEstimator(model_fn=model_fn, config=config,
-                                    params=params), device
+  return npu_estimator.NPUEstimator(
+      model_fn=npu_model_fn(model_fn, env, loss_scale), config=config,
+      params=params), device
+
+
+def npu_model_fn(model_fn, env, loss_scale):
+  """`model_fn` with the NPU optimizer wrapping and metric all-reduce.
+
+  Args:
+    model_fn: an Estimator model_fn `(features, labels, mode, params)`.
+    env: the `ascend.RankEnv` of this process.
+    loss_scale: `ascend.loss_scale_settings(...)`: None or
+      (manager class name, kwargs).
+  """
+  distributed = env.rank_size > 1
+  if not distributed and loss_scale is None:
+    return model_fn
+
+  def wrap_optimizer(optimizer):
+    if distributed:
+      npu_optimizer = importlib.import_module(
+          'npu_bridge.estimator.npu.npu_optimizer')
+      optimizer = npu_optimizer.NPUDistributedOptimizer(optimizer)
+    if loss_scale is not None:
+      managers = importlib.import_module(
+          'npu_bridge.estimator.npu.npu_loss_scale_manager')
+      scaling = importlib.import_module(
+          'npu_bridge.estimator.npu.npu_loss_scale_optimizer')
+      name, kwargs = loss_scale
+      manager = getattr(managers, name)(**kwargs)
+      optimizer = scaling.NPULossScaleOptimizer(optimizer, manager,
+                                                is_distributed=distributed)
+    return optimizer
+
+  def reduce_sum(tensor):
+    hccl_ops = importlib.import_module('npu_bridge.hccl.hccl_ops')
+    return hccl_ops.allreduce(tensor, 'sum')
+
+  def wrapped(features, labels, mode, params):
+    with spec.launch_hooks(wrap_optimizer=wrap_optimizer,
+                           reduce_sum=reduce_sum if distributed else None):
+      return model_fn(features, labels, mode, params)
+
+  return wrapped
 
 
 def _dump_config(npu_config, model_dir, opts):
@@ -169,6 +248,12 @@ def input_shard(opts):
   Ascend with RANK_SIZE > 1: (RANK_SIZE, RANK_ID), each rank reading its own
   shard. Otherwise (1, 0); under a tf.distribute strategy the strategy's
   input context shards instead (launch/train.py).
+
+  Raises:
+    cli.UsageError: on the NPU path, a missing or inconsistent rank
+      environment (ascend.read_rank_env); --device=npu without npu_bridge.
   """
-  del opts
-  return 1, 0
+  if resolve_device(opts.get('device', 'auto')) != 'npu':
+    return 1, 0
+  env = ascend.read_rank_env()
+  return env.rank_size, env.rank_id

@@ -35,6 +35,12 @@ _NPU_ONLY = dict(iterations_per_loop=1, profiling_config=None,
                  auto_tune_mode=None, dump_config=None)
 
 
+PRECISION_MODES = (None, 'force_fp32', 'force_fp16', 'allow_fp32_to_fp16',
+                   'must_keep_origin_dtype', 'allow_mix_precision')
+_BOOLS = ('enable_data_pre_proc', 'enable_reduce_precision',
+          'variable_format_optimize', 'mix_compile_mode', 'hcom_parallel')
+
+
 class NPURunConfig(tf.estimator.RunConfig):
   """Takes RunConfig's arguments plus the NPU ones; records them all."""
 
@@ -43,6 +49,16 @@ class NPURunConfig(tf.estimator.RunConfig):
     npu = {}
     for key, default in _NPU_ONLY.items():
       npu[key] = kwargs.pop(key, default)
+    loop = npu['iterations_per_loop']
+    if isinstance(loop, bool) or not isinstance(loop, int) or loop < 1:
+      raise ValueError('iterations_per_loop must be a positive int, got %r'
+                       % (loop,))
+    if npu['precision_mode'] not in PRECISION_MODES:
+      raise ValueError('precision_mode %r is not one of %s'
+                       % (npu['precision_mode'], PRECISION_MODES))
+    for key in _BOOLS:
+      if not isinstance(npu[key], bool):
+        raise TypeError('%s must be a bool, got %r' % (key, npu[key]))
     super(NPURunConfig, self).__init__(**kwargs)  # Unknown keys: TypeError.
     for key, value in npu.items():
       setattr(self, '_' + key, value)
