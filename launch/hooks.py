@@ -12,13 +12,22 @@ TRAIN_TENSOR_PREFIX = 'train/'
 
 
 def train_tensors(graph):
-  """The scalar tensors the spec builder names 'train/<name>', by name."""
+  """The scalar tensors the spec builder names 'train/<name>', by name.
+
+  Under a tf.distribute strategy with several replicas in this process, each
+  replica's model_fn names its own copies ('train/loss_1' on the second
+  device); only the first replica's, those on the device of 'train/loss',
+  are returned.
+  """
   tensors = {}
   for op in graph.get_operations():
     if op.name.startswith(TRAIN_TENSOR_PREFIX) and op.type == 'Identity':
       tensor = op.outputs[0]
       if tensor.shape.ndims == 0:
         tensors[op.name[len(TRAIN_TENSOR_PREFIX):]] = tensor
+  if 'loss' in tensors:
+    device = tensors['loss'].device
+    tensors = {k: t for k, t in tensors.items() if t.device == device}
   return tensors
 
 

@@ -17,6 +17,11 @@ training before the bad state is checkpointed (hooks.FiniteGuardHook,
 exit 1); a write the file system refuses (full disk, file-size limit) stops
 with the file named and the previous checkpoint intact (exit 1); a damaged
 shard found while training is named after re-checking the data (exit 1).
+
+With --distribution_strategy (launch/distribute.py, docs/distributed.md)
+training runs through tf.estimator.train_and_evaluate on the cluster of
+TF_CONFIG; the chief alone takes the lock, cleans MODEL_DIR, checks the data
+and writes params.json; --batch_size is per replica.
 """
 
 import os
@@ -36,6 +41,7 @@ from input_pipeline import writer
 from input_pipeline.errors import DataError
 from launch import cli
 from launch import devices
+from launch import distribute
 from launch import hooks
 from launch import model_dir as model_dir_lib
 from launch import params as params_lib
@@ -68,6 +74,7 @@ def define_flags():
                     '(when it holds at most %d images).' % LABELED_CHECK_MAX)
   params_lib.define_flags()
   devices.define_flags()
+  distribute.define_flags()
 
 
 def dataset_name(flag_values):
@@ -159,7 +166,12 @@ def run(flag_values, printer=print):
   """Trains (or resumes) and returns the last evaluation's metrics."""
   opts = devices.options_from_flags(flag_values)
   check_options(opts, flag_values)
-  devices.resolve_device(opts['device'])  # Fails early without npu_bridge.
+  strategy = flag_values.distribution_strategy
+  cluster = distribute.resolve(strategy, flag_values.cpu_replicas)
+  device = devices.resolve_device(opts['device'])  # Early without npu_bridge.
+  distribute.check_device(strategy, device)
+  # Ascend ranks: (RANK_SIZE, RANK_ID), checked here before any work.
+  shard = devices.input_shard(opts) if strategy == 'off' else None
   data_dir = cli.resolve_path(flag_values.data_dir)
   if not data_dir:
     raise cli.UsageError('--data_dir is required')
@@ -184,16 +196,21 @@ def run(flag_values, printer=print):
   except ValueError as e:
     raise cli.UsageError(str(e))
   check_steps(params, opts)
-  model_dir_lib.lock(model_dir)
-  model_dir_lib.remove_partial_writes(model_dir)
-  if flag_values.verify_data:
-    sources.verify(source, deep=True)
-  elif source.counts['labeled'] <= LABELED_CHECK_MAX:
-    sources.verify(source, deep=True, parts=('labeled',))
-  params_lib.save_or_check(model_dir, params)
+  if cluster is None or cluster.is_chief:
+    model_dir_lib.lock(model_dir)
+    model_dir_lib.remove_partial_writes(model_dir)
+    if flag_values.verify_data:
+      sources.verify(source, deep=True)
+    elif source.counts['labeled'] <= LABELED_CHECK_MAX:
+      sources.verify(source, deep=True, parts=('labeled',))
+    params_lib.save_or_check(model_dir, params)
   try:
+    if strategy != 'off':
+      return _train_distributed(params, opts, source, needs, model_dir, name,
+                                flag_values.eval_batch_size, printer,
+                                strategy, cluster, flag_values.cpu_replicas)
     return _train(params, opts, source, needs, model_dir, name,
-                  flag_values.eval_batch_size, printer)
+                  flag_values.eval_batch_size, printer, shard)
   except (OSError, tf.errors.OpError) as e:
     failure = explain_failure(e, source, model_dir)
     if failure is e:
@@ -227,8 +244,12 @@ def explain_failure(error, source, model_dir):
 
 
 def _train(params, opts, source, needs, model_dir, name, eval_batch_size,
-           printer):
-  """The train / evaluate loop of `run`; returns the last metrics."""
+           printer, shard=(1, 0)):
+  """The train / evaluate loop of `run`; returns the last metrics.
+
+  `shard`: (num_shards, shard_index) of this process's input
+  (devices.input_shard).
+  """
   estimator, device = devices.make_estimator(core.model_fn, model_dir, params,
                                              opts)
   eval_part = 'valid' if source.counts.get('valid') else 'test'
@@ -243,11 +264,14 @@ def _train(params, opts, source, needs, model_dir, name, eval_batch_size,
   if step:
     printer('resuming from %s (step %d)' % (checkpoint, step))
   every = max(1, opts['save_checkpoints_steps'])
+  num_shards, shard_index = shard
   metrics = {}
   while step < last:
     target = min(last, (step // every + 1) * every)
     train_fn = inputs.train_input_fn(source, needs, params,
-                                     seed=input_seed(params, step))
+                                     seed=input_seed(params, step),
+                                     num_shards=num_shards,
+                                     shard_index=shard_index)
     progress = hooks.ProgressHook(opts['log_every_steps'], labeled, total,
                                   last, printer=printer)
     estimator.train(train_fn, max_steps=target,
@@ -259,6 +283,72 @@ def _train(params, opts, source, needs, model_dir, name, eval_batch_size,
   if not metrics:
     metrics = evaluate(estimator, source, eval_part, params, eval_batch_size)
     printer('step %d: %s' % (step, format_metrics(metrics, eval_part)))
+  return metrics
+
+
+def _train_distributed(params, opts, source, needs, model_dir, name,
+                       eval_batch_size, printer, strategy_name, cluster,
+                       cpu_replicas):
+  """`_train` under a tf.distribute strategy, via train_and_evaluate.
+
+  Every training task (chief, workers) reads its own input shard; the chief
+  saves the checkpoints; evaluation runs on the chief (`mirrored`) or the
+  evaluator task after each checkpoint, and the chief of a cluster without
+  an evaluator evaluates once at the end. Returns that evaluation's metrics
+  ({} on the other tasks).
+  """
+  strategy = distribute.make_strategy(strategy_name, cpu_replicas)
+  estimator = distribute.make_estimator(core.model_fn, model_dir, params,
+                                        opts, strategy, cpu_replicas)
+  replicas = distribute.replicas_per_step(strategy_name, strategy)
+  eval_part = 'valid' if source.counts.get('valid') else 'test'
+  last = params['train_steps']
+  labeled, total = images_per_step(needs)
+  task = cluster.task if cluster else 'local'
+  printer('training %s/%s on %s (%s, task %s, %d replica(s) a step), %d '
+          'steps, %d labeled + %d total images a step per replica, model_dir '
+          '%s' % (params['algorithm'], params['network'], name, strategy_name,
+                  task, replicas, last, labeled, total, model_dir))
+  checkpoint = model_dir_lib.latest_checkpoint(model_dir)
+  step = model_dir_lib.checkpoint_step(checkpoint) if checkpoint else 0
+  if step:
+    printer('resuming from %s (step %d)' % (checkpoint, step))
+  every = max(1, opts['save_checkpoints_steps'])
+  if strategy_name != 'multi_worker_mirrored' and (cluster is None or
+                                                   cluster.is_chief):
+    train_hooks = hooks.guarded_saver(model_dir, every, last)
+  else:
+    # multi_worker_mirrored: MonitoredTrainingSession appends the savers
+    # itself, after these hooks (the guard still runs first), on every
+    # worker: the chief's into model_dir, the others' into
+    # model_dir/tmp_worker_<i> (TensorFlow's collective save protocol).
+    train_hooks = [hooks.FiniteGuardHook(model_dir, every, last)]
+  train_hooks.append(hooks.ProgressHook(opts['log_every_steps'],
+                                        labeled * replicas, total * replicas,
+                                        last, printer=printer))
+  train_spec = tf.estimator.TrainSpec(
+      distribute.train_input_fn(source, needs, params,
+                                seed=input_seed(params, step)),
+      max_steps=last, hooks=train_hooks)
+
+  def line(metrics):
+    return 'step %d: %s' % (metrics['global_step'],
+                            format_metrics(metrics, eval_part))
+
+  eval_spec = tf.estimator.EvalSpec(
+      inputs.eval_input_fn(source, eval_part, eval_batch_size, params),
+      steps=None, name=eval_part, start_delay_secs=0, throttle_secs=0,
+      exporters=[distribute.MetricsPrinter(line, printer)])
+  result = tf.estimator.train_and_evaluate(estimator, train_spec, eval_spec)
+  distribute.release_server()
+  if result and result[0]:
+    return result[0]
+  if cluster is None or not cluster.is_chief or 'evaluator' in cluster.spec:
+    return {}
+  with distribute.without_tf_config():
+    local, _ = devices.make_estimator(core.model_fn, model_dir, params, opts)
+    metrics = evaluate(local, source, eval_part, params, eval_batch_size)
+  printer(line(metrics))
   return metrics
 
 

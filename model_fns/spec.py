@@ -25,9 +25,15 @@ minimised total) and `train/lr:0`. Summaries: `losses/<term>`,
 
 Eval and predict name their logits `inference/logits:0` and, when the EMA
 model is built, `inference/ema_logits:0`.
+
+Launch seam (`launch_hooks`): the launch layer may wrap the optimizer (Ascend:
+NPUDistributedOptimizer, NPULossScaleOptimizer) and sum the eval metrics'
+totals across processes (Ascend: an HCCL all-reduce) without model_fns
+knowing the device; the algorithms never see either.
 """
 
 import collections
+import contextlib
 import math
 import weakref
 
@@ -39,6 +45,9 @@ LOG_COLLECTION = 'train_log'
 OPTIMIZERS = ('sgd', 'adam')
 SCHEDULES = ('constant', 'poly', 'cosine')
 MAX_IMAGE_SUMMARIES = 3
+
+# Set by `launch_hooks` while the launch layer's model_fn runs.
+_LAUNCH_HOOKS = {'wrap_optimizer': None, 'reduce_sum': None}
 
 # The one ExponentialMovingAverage of each graph (see `training_ema`).
 _GRAPH_EMA = weakref.WeakKeyDictionary()
@@ -93,14 +102,40 @@ def make_optimizer(params, lr):
                    % (name, ', '.join(OPTIMIZERS)))
 
 
+@contextlib.contextmanager
+def launch_hooks(wrap_optimizer=None, reduce_sum=None):
+  """Within the block, training and eval specs use the launch layer's hooks.
+
+  launch/devices.py enters it around each call of the Estimator's model_fn
+  (the spec is built inside that call); the previous hooks come back on exit.
+
+  Args:
+    wrap_optimizer: `fn(optimizer) -> optimizer` applied to the optimizer of
+      `make_optimizer` before `minimize` (Ascend: distributed gradient
+      averaging, loss scaling).
+    reduce_sum: `fn(tensor) -> tensor` summing a tensor over all processes
+      of the job. Eval accuracies are then computed as
+      `reduce_sum(correct total) / reduce_sum(weight total)`, the same
+      number on every process.
+  """
+  previous = dict(_LAUNCH_HOOKS)
+  _LAUNCH_HOOKS.update(wrap_optimizer=wrap_optimizer, reduce_sum=reduce_sum)
+  try:
+    yield
+  finally:
+    _LAUNCH_HOOKS.update(previous)
+
+
 def kernel_variables():
   """The trainable conv and dense weights ('.../kernel') under scope 'model'.
 
   Biases and batch-norm parameters are excluded. Networks must therefore name
-  their weight variables 'kernel' (tf.layers does).
+  their weight variables 'kernel' (tf.layers does). Matched on `v.name`: a
+  mirrored variable's `op` is its copy on the current replica's device
+  ('.../kernel/replica_1' under tf.distribute).
   """
   return [v for v in tf.trainable_variables(base.MODEL_SCOPE + '/')
-          if v.op.name.endswith('/kernel')]
+          if v.name.rsplit(':', 1)[0].endswith('/kernel')]
 
 
 def l2_loss(params, variables=None):
@@ -163,8 +198,23 @@ def training_ema(params):
   ema = _graph_ema(params)
   # Creates the missing shadow variables; the returned update op is unused
   # (build_train_spec makes the one that runs after the step).
-  ema.apply(tf.trainable_variables())
+  _apply_ema(ema, tf.trainable_variables())
   return ema
+
+
+def _apply_ema(ema, variables):
+  """`ema.apply(variables)`, run once for all replicas under a strategy.
+
+  In a tf.distribute replica context (the model_fn of a strategy) the
+  shadow variables are created and updated from the cross-replica context
+  (merge_call): one mirrored shadow per weight, each copy updated from its
+  device's copy of the weight, which the synchronous optimizer step keeps
+  identical across replicas. Without a strategy this is `ema.apply`.
+  """
+  context = tf.distribute.get_replica_context()
+  if not tf.distribute.has_strategy() or context is None:
+    return ema.apply(variables)
+  return context.merge_call(lambda _: ema.apply(variables))
 
 
 def _graph_ema(params):
@@ -224,6 +274,8 @@ def build_train_spec(losses, params, features=None):
   else:
     update_ops = list(losses.update_ops)
   optimizer = make_optimizer(params, lr)
+  if _LAUNCH_HOOKS['wrap_optimizer'] is not None:
+    optimizer = _LAUNCH_HOOKS['wrap_optimizer'](optimizer)
   # Every forward read (loss terms, an EMA teacher) happens before any
   # variable is updated, even where a gradient does not need the value.
   with tf.control_dependencies(update_ops + [total] + list(terms.values())):
@@ -235,7 +287,7 @@ def build_train_spec(losses, params, features=None):
   if params['ema_decay'] > 0:
     ema = _graph_ema(params)
     with tf.control_dependencies([last]):
-      last = ema.apply(tf.trainable_variables())
+      last = _apply_ema(ema, tf.trainable_variables())
   with tf.control_dependencies([last]):
     train_op = tf.assign_add(global_step, 1)
   return tf.estimator.EstimatorSpec(tf.estimator.ModeKeys.TRAIN, loss=total,
@@ -280,13 +332,38 @@ def build_eval_spec(features, labels, params, model):
   xe = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=safe_labels,
                                                       logits=raw)
   loss = tf.reduce_sum(xe * weights) / tf.maximum(tf.reduce_sum(weights), 1.)
-  metrics = {'accuracy': tf.metrics.accuracy(
-      safe_labels, tf.argmax(raw, axis=1), weights=weights)}
+  metrics = {'accuracy': _accuracy(safe_labels, raw, weights, 'accuracy')}
   if ema is not None:
-    metrics['ema/accuracy'] = tf.metrics.accuracy(
-        safe_labels, tf.argmax(ema, axis=1), weights=weights)
+    metrics['ema/accuracy'] = _accuracy(safe_labels, ema, weights,
+                                        'ema_accuracy')
   return tf.estimator.EstimatorSpec(tf.estimator.ModeKeys.EVAL, loss=loss,
                                     eval_metric_ops=metrics)
+
+
+def _accuracy(labels, logits, weights, name):
+  """Weighted accuracy metric; summed across processes under `launch_hooks`.
+
+  Without a `reduce_sum` hook this is `tf.metrics.accuracy`. With one, the
+  metric keeps its own running totals (local metric variables `total`,
+  `count` under scope `name`) and its value is
+  `reduce_sum(total) / reduce_sum(count)`; the update op's value is this
+  process's running accuracy.
+  """
+  predictions = tf.argmax(logits, axis=1)
+  reduce_sum = _LAUNCH_HOOKS['reduce_sum']
+  if reduce_sum is None:
+    return tf.metrics.accuracy(labels, predictions, weights=weights)
+  correct = tf.cast(tf.equal(labels, predictions), tf.float32)
+  with tf.variable_scope(None, default_name=name):
+    total, count = [
+        tf.Variable(0., trainable=False, name=key,
+                    collections=[tf.GraphKeys.LOCAL_VARIABLES,
+                                 tf.GraphKeys.METRIC_VARIABLES])
+        for key in ('total', 'count')]
+  update = tf.div_no_nan(
+      tf.assign_add(total, tf.reduce_sum(correct * weights)),
+      tf.assign_add(count, tf.reduce_sum(weights)))
+  return tf.div_no_nan(reduce_sum(total), reduce_sum(count)), update
 
 
 def build_predict_spec(features, params, model):
