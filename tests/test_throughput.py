@@ -148,3 +148,23 @@ class ThroughputTableTest(tf.test.TestCase):
     self.assertEqual(result.stderr.strip().splitlines(),
                      ['error: --flavors: intel: /nonexistent/python is not an '
                       'executable Python (make it with setup.sh)'])
+
+
+class BareStepTest(tf.test.TestCase):
+  """benchmarks/bare_step.py runs real steps and reports consistent figures."""
+
+  def test_tiny_bare_step(self):
+    result = subprocess.run(
+        [sys.executable, os.path.join(ROOT, 'benchmarks', 'bare_step.py'),
+         '--batch_size=2', '--steps=2', '--warmup=1', '--filters=4'],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        universal_newlines=True,
+        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3'), timeout=300,
+        check=False)
+    self.assertEqual(result.returncode, 0, result.stderr[-3000:])
+    figures = json.loads(result.stdout.strip().splitlines()[-1])
+    self.assertEqual((figures['batch_size'], figures['filters']), (2, 4))
+    self.assertGreater(figures['s_per_step'], 0.)
+    self.assertAllClose(figures['img_s'], 2 / figures['s_per_step'],
+                        rtol=2e-3)
+    self.assertEqual(figures['tensorflow'], tf.__version__)
