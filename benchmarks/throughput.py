@@ -187,14 +187,6 @@ def measure_ceiling(batch, needs, params, opts, steps, warmup):
   return _figures(seconds, labeled, total, mark - start)
 
 
-def _mkl_enabled():
-  try:
-    from tensorflow.python.framework import test_util  # pylint: disable=g-import-not-at-top
-    return bool(test_util.IsMklEnabled())
-  except (ImportError, AttributeError):
-    return False
-
-
 def _cpu_model():
   try:
     with open('/proc/cpuinfo') as f:
@@ -254,11 +246,13 @@ def benchmark(flag_values, work_dir, printer=print):
   except ValueError as e:
     raise cli.UsageError(str(e))
   labeled, total = train_lib.images_per_step(needs)
+  config = devices.session_config(opts)  # 0 = TensorFlow's choice.
   environment = {
-      'tensorflow': tf.__version__, 'mkl': _mkl_enabled(),
+      'tensorflow': tf.__version__, 'mkl': devices.mkl_enabled(),
       'cpus': os.cpu_count(), 'cpu_model': _cpu_model(),
-      'intra_op_threads': opts['intra_op_threads'],
-      'inter_op_threads': opts['inter_op_threads'], 'xla': opts['xla'],
+      'intra_op_threads': config.intra_op_parallelism_threads,
+      'inter_op_threads': config.inter_op_parallelism_threads,
+      'xla': opts['xla'],
       'omp_num_threads': os.environ.get('OMP_NUM_THREADS'),
       'kmp_blocktime': os.environ.get('KMP_BLOCKTIME'),
   }

@@ -41,10 +41,12 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FLAGS = flags.FLAGS
 
 # MKL-DNN's OpenMP runtime: as many threads as cores, no spinning after a
-# parallel region (TensorFlow's own pools run between MKL calls).
+# parallel region (TensorFlow's own pools run between MKL calls). Not
+# KMP_AFFINITY=...compact: it pins the thread that starts OpenMP to one core,
+# and every TensorFlow pool thread created after it inherits that mask (on 2
+# cores RealMix then ran at 18 s/step instead of 4.6; docs/benchmarks.md).
 INTEL_ENV = {'OMP_NUM_THREADS': str(os.cpu_count() or 1),
-             'KMP_BLOCKTIME': '0',
-             'KMP_AFFINITY': 'granularity=fine,compact,1,0'}
+             'KMP_BLOCKTIME': '0'}
 
 flags.DEFINE_list('flavors', ['stock=' + os.path.join('.venv', 'bin',
                                                       'python')],

@@ -50,8 +50,10 @@ def define_flags():
                        'Checkpoint (and evaluation) interval in steps.')
   flags.DEFINE_integer('keep_checkpoint_max', 5, 'Checkpoints to keep.')
   flags.DEFINE_integer('log_every_steps', 100, 'Progress line interval.')
-  flags.DEFINE_integer('intra_op_threads', 0, '0 = TensorFlow chooses.')
-  flags.DEFINE_integer('inter_op_threads', 0, '0 = TensorFlow chooses.')
+  flags.DEFINE_integer('intra_op_threads', 0, '0 = TensorFlow chooses (the '
+                       'number of CPUs on an MKL-DNN build).')
+  flags.DEFINE_integer('inter_op_threads', 0, '0 = TensorFlow chooses (1 on '
+                       'an MKL-DNN build).')
   flags.DEFINE_bool('xla', False, 'XLA JIT compilation (CPU/GPU).')
   flags.DEFINE_enum('precision_mode', None, PRECISION_MODES,
                     'Ascend precision mode (seed flag).')
@@ -121,10 +123,32 @@ def resolve_device(device):
   return device
 
 
+def mkl_enabled():
+  """True for a TensorFlow build with MKL-DNN (intel-tensorflow)."""
+  try:
+    from tensorflow.python import pywrap_tensorflow  # pylint: disable=g-import-not-at-top
+    return bool(pywrap_tensorflow.IsMklEnabled())
+  except (ImportError, AttributeError):
+    return False
+
+
 def session_config(opts):
+  """The session's ConfigProto for the options of `options_from_flags`.
+
+  Thread counts of 0 let TensorFlow choose (one thread per core for both
+  pools), except on an MKL-DNN build, where they mean 1 inter-op thread and
+  one intra-op thread per core: MKL-DNN runs each convolution on an OpenMP
+  pool of all cores, so two at once oversubscribe them, and left to itself
+  the build ran them on one core (RealMix on 2 cores, intel-tensorflow
+  1.15.2: 8.9 s/step with TensorFlow's choice, 18 s/step with only the
+  inter-op pool set to 1, 4.6 s/step with 1 and 2; docs/benchmarks.md).
+  """
   config = tf.ConfigProto(allow_soft_placement=True)
-  config.intra_op_parallelism_threads = opts.get('intra_op_threads') or 0
-  config.inter_op_parallelism_threads = opts.get('inter_op_threads') or 0
+  mkl = mkl_enabled()
+  config.intra_op_parallelism_threads = (
+      opts.get('intra_op_threads') or ((os.cpu_count() or 1) if mkl else 0))
+  config.inter_op_parallelism_threads = (
+      opts.get('inter_op_threads') or (1 if mkl else 0))
   if opts.get('xla'):
     config.graph_options.optimizer_options.global_jit_level = (
         tf.OptimizerOptions.ON_1)
