@@ -87,7 +87,7 @@ def main(argv):
       seconds = (time.time() - start) / FLAGS.steps
   result = {'benchmark': 'bare_step', 'tensorflow': tf.__version__,
             'batch_size': FLAGS.batch_size, 'filters': FLAGS.filters,
-            'xla': FLAGS.xla, 's_per_step': round(seconds, 4),
+            'xla': FLAGS.xla, 's_per_step': round(seconds, 6),
             'img_s': round(FLAGS.batch_size / seconds, 2)}
   print('bare WRN-28-2 step, TensorFlow %s%s, batch %d: %.3f s/step, '
         '%.1f img/s' % (tf.__version__, ' + XLA' if FLAGS.xla else '',

@@ -120,7 +120,7 @@ class _StepTimes(tf.train.SessionRunHook):
 
 
 def _figures(seconds, labeled, total, build):
-  return {'s_per_step': round(seconds, 4),
+  return {'s_per_step': round(seconds, 6),
           'labeled_img_s': round(labeled / seconds, 2),
           'total_img_s': round(total / seconds, 2),
           'peak_rss_mb': round(peak_rss_mb(), 1),
