@@ -155,18 +155,26 @@ def session_config(opts):
   return config
 
 
-def make_estimator(model_fn, model_dir, params, opts, warm_start_from=None):
-  """Returns (estimator, device) for the options of `options_from_flags`."""
-  device = resolve_device(opts.get('device', 'auto'))
-  common = dict(
+def run_config_args(model_dir, params, opts, session=None):
+  """RunConfig / NPURunConfig arguments every Estimator of a run shares.
+
+  `session` defaults to `session_config(opts)`.
+  """
+  return dict(
       model_dir=model_dir,
       tf_random_seed=params.get('seed'),
       save_summary_steps=opts.get('log_every_steps') or 100,
       save_checkpoints_steps=opts.get('save_checkpoints_steps'),
       keep_checkpoint_max=opts.get('keep_checkpoint_max', 5),
       log_step_count_steps=None,
-      session_config=session_config(opts),
+      session_config=session or session_config(opts),
   )
+
+
+def make_estimator(model_fn, model_dir, params, opts, warm_start_from=None):
+  """Returns (estimator, device) for the options of `options_from_flags`."""
+  device = resolve_device(opts.get('device', 'auto'))
+  common = run_config_args(model_dir, params, opts)
   if device != 'npu':
     config = tf.estimator.RunConfig(**common)
     return tf.estimator.Estimator(model_fn=model_fn, config=config,

@@ -280,14 +280,8 @@ def make_estimator(model_fn, model_dir, params, opts, strategy,
   if cpu_replicas > 1:
     session.device_count['CPU'] = cpu_replicas
   config = tf.estimator.RunConfig(
-      model_dir=model_dir,
-      tf_random_seed=params.get('seed'),
-      save_summary_steps=opts.get('log_every_steps') or 100,
-      save_checkpoints_steps=opts.get('save_checkpoints_steps'),
-      keep_checkpoint_max=opts.get('keep_checkpoint_max', 5),
-      log_step_count_steps=None,
-      session_config=session,
-      train_distribute=strategy)
+      train_distribute=strategy,
+      **devices.run_config_args(model_dir, params, opts, session))
   return tf.estimator.Estimator(model_fn=replica_safe_model_fn(model_fn),
                                 config=config, params=params)
 
