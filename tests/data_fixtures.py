@@ -11,6 +11,9 @@ Raw-format writers (each returns what a correct reader must produce):
 Prepared data for end-to-end tests:
   prepare_tiny_dataset(data_dir)  -> DATA/tiny through the real writer
   make_tiny_split(data_dir)       -> 'tiny.1@8-8', created by the real splitter
+  TinyDataTestCase                -> a tf.test.TestCase whose class shares one
+                                     prepared tiny dataset (cls.data_dir,
+                                     cls.split), removed after the class
 
 Typical use in another test:
 
@@ -24,10 +27,13 @@ Typical use in another test:
 import gzip
 import os
 import pickle
+import shutil
 import struct
+import tempfile
 
 import numpy as np
 from PIL import Image
+import tensorflow.compat.v1 as tf
 
 from input_pipeline import dataset_info
 from input_pipeline import splits
@@ -307,3 +313,25 @@ def make_tiny_split(data_dir, name='tiny', seed=1, labels_per_class=2,
                                         tag)
   splits.create_split(data_dir, split_name, **kwargs)
   return split_name
+
+
+class TinyDataTestCase(tf.test.TestCase):
+  """A TestCase whose tests share one tiny prepared dataset, made once.
+
+  setUpClass writes `prepare_tiny_dataset(n_train=64, n_test=16)` (8x8x3,
+  4 classes) into a fresh directory `cls.data_dir` and creates the split
+  `cls.split` ('tiny.1@8-8'); tearDownClass removes the directory. A test
+  that damages the data copies it first.
+  """
+
+  @classmethod
+  def setUpClass(cls):
+    super(TinyDataTestCase, cls).setUpClass()
+    cls.data_dir = tempfile.mkdtemp(prefix=cls.__name__ + '_data')
+    prepare_tiny_dataset(cls.data_dir, n_train=64, n_test=16)
+    cls.split = make_tiny_split(cls.data_dir)
+
+  @classmethod
+  def tearDownClass(cls):
+    shutil.rmtree(cls.data_dir, ignore_errors=True)
+    super(TinyDataTestCase, cls).tearDownClass()

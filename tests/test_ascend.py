@@ -11,10 +11,8 @@ and the per-rank launcher (launch/npu_launch.py).
 import contextlib
 import json
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from unittest import mock
 
@@ -451,20 +449,12 @@ class NpuEstimatorTest(tf.test.TestCase):
     self.assertAllEqual(after[kernel], before)
 
 
-class ShardingAndShapesTest(tf.test.TestCase):
+class ShardingAndShapesTest(data_fixtures.TinyDataTestCase):
 
   @classmethod
   def setUpClass(cls):
     super(ShardingAndShapesTest, cls).setUpClass()
-    cls.data_dir = tempfile.mkdtemp(prefix='ascend_data')
-    data_fixtures.prepare_tiny_dataset(cls.data_dir, n_train=64, n_test=16)
-    cls.source = sources.resolve(cls.data_dir,
-                                 data_fixtures.make_tiny_split(cls.data_dir))
-
-  @classmethod
-  def tearDownClass(cls):
-    shutil.rmtree(cls.data_dir, ignore_errors=True)
-    super(ShardingAndShapesTest, cls).tearDownClass()
+    cls.source = sources.resolve(cls.data_dir, cls.split)
 
   def params(self, module, **overrides):
     return mtu.make_params(module, num_classes=4, image_shape=(8, 8, 3),

@@ -13,7 +13,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 
 from absl import flags
@@ -57,20 +56,8 @@ SPEC = {'chief': ['127.0.0.1:2222'], 'worker': ['127.0.0.1:2223',
                                                 '127.0.0.1:2224']}
 
 
-class DataTestBase(tf.test.TestCase):
+class DataTestBase(data_fixtures.TinyDataTestCase):
   """Tiny prepared data shared by a class."""
-
-  @classmethod
-  def setUpClass(cls):
-    super(DataTestBase, cls).setUpClass()
-    cls.data_dir = tempfile.mkdtemp(prefix='distribute_data')
-    data_fixtures.prepare_tiny_dataset(cls.data_dir, n_train=64, n_test=16)
-    cls.split = data_fixtures.make_tiny_split(cls.data_dir)  # tiny.1@8-8
-
-  @classmethod
-  def tearDownClass(cls):
-    shutil.rmtree(cls.data_dir, ignore_errors=True)
-    super(DataTestBase, cls).tearDownClass()
 
   def train_args(self, model_dir, *extra):
     return (['--data_dir=' + self.data_dir, '--dataset=' + self.split,

@@ -7,10 +7,8 @@ a user runs it.
 
 import json
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
 
 from absl import flags
 import numpy as np
@@ -46,19 +44,8 @@ def run_entry(script, *args, **kwargs):
       timeout=600, check=False)
 
 
-class LaunchTest(tf.test.TestCase):
-
-  @classmethod
-  def setUpClass(cls):
-    super(LaunchTest, cls).setUpClass()
-    cls.data_dir = tempfile.mkdtemp(prefix='launch_data')
-    data_fixtures.prepare_tiny_dataset(cls.data_dir, n_train=64, n_test=16)
-    cls.split = data_fixtures.make_tiny_split(cls.data_dir)  # tiny.1@8-8
-
-  @classmethod
-  def tearDownClass(cls):
-    shutil.rmtree(cls.data_dir, ignore_errors=True)
-    super(LaunchTest, cls).tearDownClass()
+class LaunchTest(data_fixtures.TinyDataTestCase):
+  """The entry points on the class's tiny dataset (cls.split 'tiny.1@8-8')."""
 
   def train(self, model_dir, *extra, **kwargs):
     result = run_entry('train', '--data_dir=' + self.data_dir,

@@ -130,20 +130,8 @@ def example(image, label, index):
   return records.make_example(image, label, index)
 
 
-class ReliabilityTestBase(tf.test.TestCase):
+class ReliabilityTestBase(data_fixtures.TinyDataTestCase):
   """Tiny prepared data shared by a class (copied where a test damages it)."""
-
-  @classmethod
-  def setUpClass(cls):
-    super(ReliabilityTestBase, cls).setUpClass()
-    cls.data_dir = tempfile.mkdtemp(prefix='reliability_data')
-    data_fixtures.prepare_tiny_dataset(cls.data_dir, n_train=64, n_test=16)
-    cls.split = data_fixtures.make_tiny_split(cls.data_dir)  # tiny.1@8-8
-
-  @classmethod
-  def tearDownClass(cls):
-    shutil.rmtree(cls.data_dir, ignore_errors=True)
-    super(ReliabilityTestBase, cls).tearDownClass()
 
   def tearDown(self):
     flags.FLAGS.unparse_flags()
