@@ -282,7 +282,8 @@ def create_split(data_dir, split_name, labeled_classes=None,
                          for i in range(extra_info['splits'][split]['count']))
 
   target = split_dir(dataset_dir, split_name)
-  with writer.atomic_directory(target, overwrite, 'split') as tmp:
+  with writer.atomic_directory(target, overwrite, 'split',
+                               marker=SPLIT_FILE) as tmp:
     part_of = np.full(len(labels), -1, np.int64)
     for code, positions in enumerate((labeled, valid, unlabeled)):
       part_of[positions] = code

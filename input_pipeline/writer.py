@@ -6,11 +6,16 @@ named `<split>-<i:05d>-of-<n:05d>.tfrecord` and describes them in
 dataset_info.json. All of it happens in `DATA/<name>.tmp-<pid>`, renamed to
 `DATA/<name>` when complete (`atomic_directory`), so an interrupted run
 never leaves a directory that looks like a dataset. A run killed outright
-leaves its `<name>.tmp-<pid>` behind; nothing reads such a directory and it
-can be deleted.
+leaves its `<name>.tmp-<pid>` behind; nothing reads such a directory, and
+the next write of the same name removes it. Replacing an existing directory (`overwrite`) first moves
+it to `DATA/<name>.old-<pid>`; a run killed between that rename and the
+next leaves the previous version there, and the next `atomic_directory`
+call on the same target (`recover_interrupted`) renames it back before doing
+anything else, so a kill never loses the previous dataset or split.
 """
 
 import contextlib
+import glob
 import multiprocessing
 import os
 import re
@@ -96,16 +101,72 @@ class ShardWriter(object):
     return {'count': self._total, 'shards': self._shards}
 
 
+def _pid_alive(pid):
+  try:
+    os.kill(pid, 0)
+  except ProcessLookupError:
+    return False
+  except PermissionError:
+    return True
+  return True
+
+
+def leftovers(target, kind):
+  """[(pid, path)] of `<target>.<kind>-<pid>` left by processes now dead."""
+  found = []
+  for path in glob.glob(glob.escape(target) + '.%s-*' % kind):
+    match = re.search(r'\.%s-(\d+)$' % re.escape(kind), path)
+    if match and not _pid_alive(int(match.group(1))):
+      found.append((int(match.group(1)), path))
+  return found
+
+
+def recover_interrupted(target, marker):
+  """Cleans up after writers of `target` that were killed.
+
+  Removes their `<target>.tmp-<pid>` directories and, when `target` is
+  missing, renames back the newest complete `<target>.old-<pid>` (one holding
+  the file `marker`) that a killed overwrite had moved aside; other
+  `.old-<pid>` copies are removed. Directories of live processes are left
+  alone. Returns the path restored, or None.
+  """
+  for _, path in leftovers(target, 'tmp'):
+    shutil.rmtree(path, ignore_errors=True)
+  restored = None
+  for _, path in sorted(leftovers(target, 'old'),
+                        key=lambda p: os.path.getmtime(p[1]), reverse=True):
+    complete = os.path.isfile(os.path.join(path, marker))
+    if complete and restored is None and not os.path.exists(target):
+      os.rename(path, target)
+      restored = path
+    else:
+      shutil.rmtree(path, ignore_errors=True)
+  return restored
+
+
 @contextlib.contextmanager
-def atomic_directory(target, overwrite=False, what='directory'):
+def atomic_directory(target, overwrite=False, what='directory',
+                     marker=None):
   """Yields a fresh `<target>.tmp-<pid>` that replaces `target` on success.
 
-  Raises DataError before yielding if `target` exists and overwrite is off,
-  or if the parent directory cannot be created or written, and turns file
-  system errors while writing (a full disk) into DataError. On an exception
-  the temporary directory is removed; `target` is left as it was.
+  With `marker` (the file a complete directory holds), first puts back a
+  previous version a killed overwrite left at `<target>.old-<pid>`
+  (`recover_interrupted`). Raises DataError before yielding if `target`
+  exists and overwrite is off, or if the parent directory cannot be created
+  or written, and turns file system errors while writing (a full disk) into
+  DataError. On an exception the temporary directory is removed; `target`
+  is left as it was.
   """
   target = os.path.abspath(target)
+  if marker:
+    try:
+      restored = recover_interrupted(target, marker)
+    except OSError as e:
+      raise DataError('cannot recover %s %s: %s'
+                      % (what, target, e.strerror or e))
+    if restored:
+      tf.logging.warning('restored %s %s from %s, left by an interrupted '
+                         'overwrite', what, target, restored)
   if os.path.exists(target) and not overwrite:
     raise DataError('%s %s already exists; pass --overwrite to replace it'
                     % (what, target))
@@ -292,7 +353,8 @@ def write_dataset(data_dir, name, splits, class_names, source,
       'splits': {},
   }
   target = os.path.join(data_dir, name)
-  with atomic_directory(target, overwrite, 'dataset') as tmp:
+  with atomic_directory(target, overwrite, 'dataset',
+                        marker=dataset_info.INFO_FILE) as tmp:
     total = sum(len(images) for images, _ in checked.values())
     processes = min(2, os.cpu_count() or 1)
     pool = None

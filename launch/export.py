@@ -19,9 +19,7 @@ file system refuses (full disk, file-size limit) ends with one line naming
 the file (exit 1) and leaves EXPORT_DIR as it was.
 """
 
-import glob
 import os
-import re
 import shutil
 import sys
 
@@ -36,6 +34,7 @@ from input_pipeline import inputs
 from input_pipeline import preprocessing
 from input_pipeline import records
 from input_pipeline import sources
+from input_pipeline import writer
 from launch import cli
 from launch import devices
 from launch import model_dir as model_dir_lib
@@ -158,45 +157,15 @@ def verify(path, params, source, checkpoint, count):
                              - expected)))
 
 
-def _pid_alive(pid):
-  try:
-    os.kill(pid, 0)
-  except ProcessLookupError:
-    return False
-  except PermissionError:
-    return True
-  return True
-
-
-def _leftovers(export_dir, kind):
-  """[(pid, path)] of EXPORT_DIR.<kind>-<pid> left by processes now dead."""
-  found = []
-  for path in glob.glob(glob.escape(export_dir) + '.%s-*' % kind):
-    match = re.search(r'\.%s-(\d+)$' % kind, path)
-    if match and not _pid_alive(int(match.group(1))):
-      found.append((int(match.group(1)), path))
-  return found
-
-
 def recover(export_dir):
   """Cleans up after export runs that were killed.
 
   Removes their EXPORT_DIR.tmp-PID directories and, when EXPORT_DIR is
   missing, renames back the previous export a killed --overwrite run had
-  moved to EXPORT_DIR.old-PID. Returns the path restored, or None.
+  moved to EXPORT_DIR.old-PID (`writer.recover_interrupted`, the rule the
+  dataset writer follows too). Returns the path restored, or None.
   """
-  for _, path in _leftovers(export_dir, 'tmp'):
-    shutil.rmtree(path, ignore_errors=True)
-  restored = None
-  for _, path in sorted(_leftovers(export_dir, 'old'),
-                        key=lambda p: os.path.getmtime(p[1]), reverse=True):
-    complete = os.path.isfile(os.path.join(path, 'saved_model.pb'))
-    if complete and restored is None and not os.path.exists(export_dir):
-      os.rename(path, export_dir)
-      restored = path
-    else:
-      shutil.rmtree(path, ignore_errors=True)
-  return restored
+  return writer.recover_interrupted(export_dir, 'saved_model.pb')
 
 
 def export(model_dir, export_dir, checkpoint=None, data_dir=None,

@@ -3,12 +3,17 @@
 import hashlib
 import json
 import os
+import signal
+import subprocess
+import sys
+import textwrap
 
 import numpy as np
 import tensorflow.compat.v1 as tf
 
 from input_pipeline import dataset_info
 from input_pipeline import records
+from input_pipeline import splits as splits_lib
 from input_pipeline import writer
 from input_pipeline import zca
 from input_pipeline.errors import DataError
@@ -198,6 +203,91 @@ class WriteDatasetTest(tf.test.TestCase):
     finally:
       dataset_info.write_json = original
     self.assertEqual(os.listdir(data_dir), [])
+
+
+# Runs in a child process: rewrites a dataset or a split with overwrite=True
+# and kills itself with SIGKILL right after the previous version has been
+# moved aside, before the new one is renamed in: the window a kill -9 can hit.
+_KILLED_OVERWRITE = textwrap.dedent("""
+    import os, signal, sys
+    sys.path.insert(0, {root!r})
+    from input_pipeline import splits, writer
+    from tests import data_fixtures
+    real_rename = os.rename
+    def rename(src, dst):
+      real_rename(src, dst)
+      if '.old-' in dst:
+        os.kill(os.getpid(), signal.SIGKILL)
+    os.rename = rename
+    if {split!r}:
+      splits.create_split({data_dir!r}, {split!r}, overwrite=True)
+    else:
+      data_fixtures.prepare_tiny_dataset({data_dir!r}, seed=5)
+""")
+
+
+class InterruptedOverwriteTest(tf.test.TestCase):
+  """kill -9 between moving the old directory aside and renaming the new in."""
+
+  def _killed_overwrite(self, data_dir, split=''):
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    code = _KILLED_OVERWRITE.format(root=root, data_dir=data_dir, split=split)
+    proc = subprocess.Popen([sys.executable, '-c', code],
+                            stderr=subprocess.PIPE, universal_newlines=True)
+    _, stderr = proc.communicate()
+    self.assertEqual(proc.returncode, -signal.SIGKILL, stderr[-2000:])
+    return proc.pid
+
+  def test_dataset_is_put_back_by_the_next_write(self):
+    data_dir = self.get_temp_dir()
+    path = data_fixtures.prepare_tiny_dataset(data_dir, seed=0)
+    with open(os.path.join(path, dataset_info.INFO_FILE)) as f:
+      before = f.read()
+    pid = self._killed_overwrite(data_dir)
+    aside = '%s.old-%d' % (path, pid)
+    self.assertFalse(os.path.exists(path))
+    self.assertTrue(os.path.isfile(os.path.join(aside,
+                                                dataset_info.INFO_FILE)))
+    self.assertTrue(os.path.isdir('%s.tmp-%d' % (path, pid)))
+
+    # The next write, even one refused, restores the previous dataset first.
+    with self.assertRaisesRegex(DataError, 'already exists'):
+      writer.write_dataset(
+          data_dir, 'tiny',
+          {'train': data_fixtures.tiny_arrays(8, (8, 8, 3), 4)},
+          ['class%d' % c for c in range(4)], 'tiny')
+    self.assertEqual(sorted(os.listdir(data_dir)), ['tiny'])
+    with open(os.path.join(path, dataset_info.INFO_FILE)) as f:
+      self.assertEqual(f.read(), before)
+    dataset_info.verify(path, dataset_info.load(path), deep=True)
+
+  def test_split_is_put_back_and_incomplete_copies_dropped(self):
+    data_dir = self.get_temp_dir()
+    data_fixtures.prepare_tiny_dataset(data_dir)
+    split = data_fixtures.make_tiny_split(data_dir)
+    target = splits_lib.split_dir(os.path.join(data_dir, 'tiny'), split)
+    with open(os.path.join(target, splits_lib.SPLIT_FILE)) as f:
+      before = f.read()
+    pid = self._killed_overwrite(data_dir, split)
+    self.assertFalse(os.path.exists(target))
+    # An older aside copy without split.json (never complete) is dropped;
+    # one of a live process (this one) is left alone.
+    broken = '%s.old-%d' % (target, pid + 100000)
+    os.makedirs(broken)
+    live = '%s.old-%d' % (target, os.getpid())
+    os.makedirs(live)
+
+    self.assertEqual(writer.recover_interrupted(target, splits_lib.SPLIT_FILE),
+                     '%s.old-%d' % (target, pid))
+    with open(os.path.join(target, splits_lib.SPLIT_FILE)) as f:
+      self.assertEqual(f.read(), before)
+    self.assertFalse(os.path.exists(broken))
+    self.assertTrue(os.path.exists(live))
+    self.assertFalse(os.path.exists('%s.tmp-%d' % (target, pid)))
+    os.rmdir(live)
+    splits_lib.create_split(data_dir, split, overwrite=True)
+    with open(os.path.join(target, splits_lib.SPLIT_FILE)) as f:
+      self.assertEqual(f.read(), before)  # Same seed: the same split.
 
 
 class ZcaTest(tf.test.TestCase):
