@@ -48,22 +48,25 @@ FLAGS = flags.FLAGS
 INTEL_ENV = {'OMP_NUM_THREADS': str(os.cpu_count() or 1),
              'KMP_BLOCKTIME': '0'}
 
-flags.DEFINE_list('flavors', ['stock=' + os.path.join('.venv', 'bin',
-                                                      'python')],
-                  'NAME=PYTHON pairs: the TensorFlow flavours to measure.')
-flags.DEFINE_list('algorithms', list(registry.NAMES), 'Algorithms to run.')
-flags.DEFINE_list('ceiling_for', ['realmix', 'fixmatch', 'sesemi'],
-                  'Algorithms also measured against the in-graph ceiling.')
-flags.DEFINE_integer('steps', 5, 'Timed steps per phase.')
-flags.DEFINE_integer('warmup', 2, 'Untimed steps per phase.')
-flags.DEFINE_list('steps_for', [], 'ALGORITHM:STEPS overrides of --steps.')
-flags.DEFINE_string('results', os.path.join('benchmarks', 'results',
-                                            'throughput.jsonl'),
-                    'JSON lines, one per finished run (appended).')
-flags.DEFINE_string('output', os.path.join('docs', 'throughput_table.md'),
-                    'The Markdown table of every result.')
-flags.DEFINE_list('extra', [], 'Flags passed to every throughput.py run.')
-flags.DEFINE_bool('rerun', False, 'Run pairs already in --results again.')
+def define_flags():
+  """Defines main()'s flags (only when run as a script: other benchmarks
+  import the helpers below and define their own)."""
+  flags.DEFINE_list('flavors', ['stock=' + os.path.join('.venv', 'bin',
+                                                        'python')],
+                    'NAME=PYTHON pairs: the TensorFlow flavours to measure.')
+  flags.DEFINE_list('algorithms', list(registry.NAMES), 'Algorithms to run.')
+  flags.DEFINE_list('ceiling_for', ['realmix', 'fixmatch', 'sesemi'],
+                    'Algorithms also measured against the in-graph ceiling.')
+  flags.DEFINE_integer('steps', 5, 'Timed steps per phase.')
+  flags.DEFINE_integer('warmup', 2, 'Untimed steps per phase.')
+  flags.DEFINE_list('steps_for', [], 'ALGORITHM:STEPS overrides of --steps.')
+  flags.DEFINE_string('results', os.path.join('benchmarks', 'results',
+                                              'throughput.jsonl'),
+                      'JSON lines, one per finished run (appended).')
+  flags.DEFINE_string('output', os.path.join('docs', 'throughput_table.md'),
+                      'The Markdown table of every result.')
+  flags.DEFINE_list('extra', [], 'Flags passed to every throughput.py run.')
+  flags.DEFINE_bool('rerun', False, 'Run pairs already in --results again.')
 
 
 def parse_pairs(values, flag, convert=str):
@@ -183,4 +186,5 @@ def main(argv):
 
 
 if __name__ == '__main__':
+  define_flags()
   cli.run(main)

@@ -168,3 +168,59 @@ class BareStepTest(tf.test.TestCase):
     self.assertAllClose(figures['img_s'], 2 / figures['s_per_step'],
                         rtol=2e-3)
     self.assertEqual(figures['tensorflow'], tf.__version__)
+
+
+class AgainstResearchTest(tf.test.TestCase):
+  """benchmarks/against_research.py: a tiny real round, the table, a resume."""
+
+  def test_one_round_rescaled_and_resumed(self):
+    work = self.get_temp_dir()
+    results = os.path.join(work, 'rounds.jsonl')
+    output = os.path.join(work, 'against.md')
+    args = [sys.executable,
+            os.path.join(ROOT, 'benchmarks', 'against_research.py'),
+            '--yardstick=' + sys.executable,
+            '--flavors=stock=' + sys.executable, '--algorithms=realmix',
+            '--rounds=1', '--steps=1', '--warmup=1',
+            '--results=' + results, '--output=' + output,
+            '--yardstick_extra=--batch_size=2,--steps=1,--warmup=1,'
+            '--filters=4',
+            '--extra=' + ','.join(['--batch_size=2', '--images=200',
+                                   '--labeled_images=50'] + TINY_NET)]
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3')
+    first = subprocess.run(args, stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, universal_newlines=True,
+                           env=env, timeout=600, check=False)
+    self.assertEqual(first.returncode, 0, first.stderr[-3000:])
+    with open(results) as f:
+      lines = f.read().splitlines()
+    self.assertLen(lines, 1)
+    record = json.loads(lines[0])
+    bare = record['yardstick']['img_s']
+    (run,) = record['runs']
+    self.assertEqual((run['flavor'], run['algorithm'], run['batch_size']),
+                     ('stock', 'realmix', 2))
+    # The research rate (16.7 labeled img/s where the yardstick ran at 56)
+    # rescaled by this round's yardstick, and our rate over it.
+    research_here = 16.7 * bare / 56.
+    with open(output) as f:
+      table = f.read().splitlines()
+    row = [c.strip() for c in table[2].strip('|').split('|')]
+    self.assertEqual(row[:5], ['1', '%.1f' % bare, '%.2f' % (bare / 56.),
+                               'stock', 'realmix'])
+    self.assertEqual(row[5], '%.2f' % research_here)
+    self.assertEqual(row[6], '%.2f' % run['real']['labeled_img_s'])
+    ratio = '%.2fx' % (run['real']['labeled_img_s'] / research_here)
+    self.assertEqual(row[7], ratio)
+    self.assertIn('| stock | realmix | 1 | **%s** | %s | %s |'
+                  % (ratio, ratio, ratio), table)
+    # Done already: a second call measures nothing and rewrites the table.
+    second = subprocess.run(args, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, universal_newlines=True,
+                            env=env, timeout=600, check=False)
+    self.assertEqual(second.returncode, 0, second.stderr[-3000:])
+    self.assertNotIn('yardstick:', second.stdout)
+    with open(results) as f:
+      self.assertEqual(f.read().splitlines(), lines)
+    with open(output) as f:
+      self.assertEqual(f.read().splitlines(), table)
