@@ -31,6 +31,11 @@ labeled batch of a step (SESEMI: 6 x batch_size); total images count every
 image through the network (labeled + unlabeled x views + proxy images).
 Peak RSS is the process's maximum resident set (getrusage) at the end of a
 phase; the ceiling runs second, so its figure is the maximum of both.
+`cpu_s_per_step` is the process's CPU time (every thread: the step's ops
+and, in the real phase, the input pipeline) per timed step, and
+`cores_busy` that over the wall time: a real phase slower than its ceiling
+with more CPU a step spends the difference on extra work; one with the
+same CPU and fewer cores busy waits.
 """
 
 import json
@@ -109,20 +114,25 @@ def write_synthetic(directory, images, labeled_images, zca, seed=0):
 
 
 class _StepTimes(tf.train.SessionRunHook):
-  """Records the wall time at the end of every training step."""
+  """Records the wall and process CPU time at the end of every step."""
 
   def __init__(self):
     self.times = []
+    self.cpu = []
 
   def after_run(self, run_context, run_values):
     del run_context, run_values
     self.times.append(time.time())
+    self.cpu.append(time.process_time())
 
 
-def _figures(seconds, labeled, total, build):
+def _figures(seconds, cpu_seconds, labeled, total, build):
+  """A phase's figures; `cpu_seconds` is the process's CPU time a step."""
   return {'s_per_step': round(seconds, 6),
           'labeled_img_s': round(labeled / seconds, 2),
           'total_img_s': round(total / seconds, 2),
+          'cpu_s_per_step': round(cpu_seconds, 4),
+          'cores_busy': round(cpu_seconds / seconds, 3),
           'peak_rss_mb': round(peak_rss_mb(), 1),
           'build_and_warmup_s': round(build, 1)}
 
@@ -145,7 +155,9 @@ def measure_real(source, needs, params, opts, model_dir, steps, warmup):
     raise RuntimeError('expected %d steps, ran %d' % (warmup + steps,
                                                       len(hook.times)))
   seconds = (hook.times[-1] - hook.times[warmup - 1]) / steps
-  return _figures(seconds, labeled, total, hook.times[warmup - 1] - start)
+  cpu_seconds = (hook.cpu[-1] - hook.cpu[warmup - 1]) / steps
+  return _figures(seconds, cpu_seconds, labeled, total,
+                  hook.times[warmup - 1] - start)
 
 
 def first_batch(source, needs, params):
@@ -180,11 +192,12 @@ def measure_ceiling(batch, needs, params, opts, steps, warmup):
       sess.run(init, feeds)
       for _ in range(warmup):
         sess.run(spec.train_op)
-      mark = time.time()
+      mark, cpu_mark = time.time(), time.process_time()
       for _ in range(steps):
         sess.run(spec.train_op)
       seconds = (time.time() - mark) / steps
-  return _figures(seconds, labeled, total, mark - start)
+      cpu_seconds = (time.process_time() - cpu_mark) / steps
+  return _figures(seconds, cpu_seconds, labeled, total, mark - start)
 
 
 def _cpu_model():
@@ -199,11 +212,11 @@ def _cpu_model():
 
 
 def _print_phase(name, figures, printer):
-  printer('%-8s %8.3f s/step  %8.1f labeled img/s  %8.1f img/s  peak RSS '
-          '%.0f MB  (build + warm-up %.1f s)'
+  printer('%-8s %8.3f s/step  %8.1f labeled img/s  %8.1f img/s  %.2f cores '
+          'busy  peak RSS %.0f MB  (build + warm-up %.1f s)'
           % (name, figures['s_per_step'], figures['labeled_img_s'],
-             figures['total_img_s'], figures['peak_rss_mb'],
-             figures['build_and_warmup_s']))
+             figures['total_img_s'], figures['cores_busy'],
+             figures['peak_rss_mb'], figures['build_and_warmup_s']))
 
 
 def benchmark(flag_values, work_dir, printer=print):

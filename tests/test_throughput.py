@@ -39,6 +39,11 @@ class ThroughputTest(tf.test.TestCase):
     self.assertAllClose(figures['total_img_s'],
                         total / figures['s_per_step'], rtol=2e-3)
     self.assertBetween(figures['peak_rss_mb'], 50., 64 * 1024.)
+    # A step does work, and no more than every core of the machine.
+    self.assertGreater(figures['cpu_s_per_step'], 0.)
+    self.assertAllClose(figures['cores_busy'], figures['cpu_s_per_step'] /
+                        figures['s_per_step'], rtol=2e-2, atol=2e-3)
+    self.assertLessEqual(figures['cores_busy'], os.cpu_count() + 0.1)
 
   def test_synthetic_tfrecords_with_ceiling(self):
     result = run_benchmark('--algorithm=supervised', '--batch_size=4',
