@@ -121,26 +121,35 @@ def _cell(figures, key, fmt):
   return fmt % figures[key] if figures else '-'
 
 
+def _busy(figures):
+  """Cores busy of a phase; '-' for results from before it was measured."""
+  return '%.2f' % figures['cores_busy'] if figures and (
+      'cores_busy' in figures) else '-'
+
+
 def markdown(results):
   """The table of `results`, one row per (algorithm, flavour)."""
   header = ('| algorithm | network | batch | flavour | TF | labeled img/s | '
             'img/s | s/step | peak RSS MB | ceiling labeled img/s | '
-            'efficiency |\n' + '| --- ' * 11 + '|')
+            'efficiency | cores busy (real / ceiling) |\n' + '| --- ' * 12 +
+            '|')
   rows = [header]
   order = {name: i for i, name in enumerate(registry.NAMES)}
   for r in sorted(results, key=lambda r: (order.get(r['algorithm'], 99),
                                           r['flavor'])):
     real, ceiling = r['real'], r.get('ceiling')
     rss = max(real['peak_rss_mb'], ceiling['peak_rss_mb'] if ceiling else 0)
+    busy = '%s / %s' % (_busy(real), _busy(ceiling))
     rows.append('| %s | %s | %d | %s | %s%s | %.2f | %.1f | %.2f | %.0f | %s '
-                '| %s |' % (
+                '| %s | %s |' % (
                     r['algorithm'], r['network'], r['batch_size'],
                     r['flavor'], r['environment']['tensorflow'],
                     ' (MKL)' if r['environment']['mkl'] else '',
                     real['labeled_img_s'], real['total_img_s'],
                     real['s_per_step'], rss,
                     _cell(ceiling, 'labeled_img_s', '%.2f'),
-                    '%.3f' % r['efficiency'] if 'efficiency' in r else '-'))
+                    '%.3f' % r['efficiency'] if 'efficiency' in r else '-',
+                    busy))
   return '\n'.join(rows) + '\n'
 
 

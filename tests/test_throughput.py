@@ -138,6 +138,8 @@ class ThroughputTableTest(tf.test.TestCase):
     self.assertEqual(float(cells[5]), record['real']['labeled_img_s'])
     self.assertEqual(float(cells[9]), record['ceiling']['labeled_img_s'])
     self.assertEqual(float(cells[10]), record['efficiency'])
+    self.assertEqual(cells[11], '%.2f / %.2f' % (
+        record['real']['cores_busy'], record['ceiling']['cores_busy']))
     # A second run finds the pair done: nothing is measured again.
     second = self.run_table(*args)
     self.assertEqual(second.returncode, 0, second.stderr[-3000:])
@@ -229,3 +231,45 @@ class AgainstResearchTest(tf.test.TestCase):
       self.assertEqual(f.read().splitlines(), lines)
     with open(output) as f:
       self.assertEqual(f.read().splitlines(), table)
+
+
+class ThreadProfileTest(tf.test.TestCase):
+  """benchmarks/thread_profile.py around a tiny real throughput.py run."""
+
+  def test_phases_and_threads_add_up(self):
+    result = subprocess.run(
+        [sys.executable, os.path.join(ROOT, 'benchmarks', 'thread_profile.py'),
+         '--interval=0.05', '--min_cpu=0.01', '--', sys.executable,
+         os.path.join(ROOT, 'benchmarks', 'throughput.py'),
+         '--algorithm=supervised', '--batch_size=8', '--steps=20',
+         '--warmup=1', '--images=200', '--labeled_images=50', '--ceiling'] +
+        TINY_NET, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        universal_newlines=True,
+        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3'), timeout=600,
+        check=False)
+    self.assertEqual(result.returncode, 0, result.stderr[-3000:])
+    lines = result.stdout.strip().splitlines()
+    # The command's own output passes through, its JSON included.
+    inner = [json.loads(l) for l in lines if l.startswith('{"algorithm"')]
+    self.assertLen(inner, 1)
+    figures = json.loads(lines[-1])
+    self.assertEqual(figures['benchmark'], 'thread_profile')
+    self.assertCountEqual(figures['phases'], ['real', 'ceiling'])
+    for phase, f in figures['phases'].items():
+      self.assertGreater(f['window_s'], 0., phase)
+      self.assertGreater(f['cpu_s'], 0., phase)
+      self.assertAllClose(sum(f['threads_cpu_s']) + f['other_cpu_s'],
+                          f['cpu_s'], atol=0.15)
+      self.assertEqual(f['threads_cpu_s'],
+                       sorted(f['threads_cpu_s'], reverse=True))
+      self.assertLessEqual(f['cores_busy'], os.cpu_count() + 0.5)
+
+  def test_no_command_is_one_line(self):
+    result = subprocess.run(
+        [sys.executable, os.path.join(ROOT, 'benchmarks',
+                                      'thread_profile.py')],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        universal_newlines=True, timeout=120, check=False)
+    self.assertEqual(result.returncode, 2)
+    self.assertEqual(result.stderr.strip().splitlines(),
+                     ['error: give the throughput.py command after --'])
