@@ -28,7 +28,6 @@ to --output and printed. Rounds already in --results count towards
 import json
 import os
 import statistics
-import subprocess
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -78,14 +77,7 @@ def yardstick(python, extra):
   env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2')
   args = [python, os.path.join(ROOT, 'benchmarks', 'bare_step.py')] + extra
   print('yardstick: %s' % ' '.join(args[1:]), flush=True)
-  process = subprocess.run(args, stdout=subprocess.PIPE,
-                           stderr=subprocess.PIPE, universal_newlines=True,
-                           env=env, check=False)
-  lines = process.stdout.strip().splitlines()
-  if process.returncode or not lines:
-    tail = (process.stderr.strip().splitlines() or ['(no output)'])[-1]
-    raise cli.RunError('bare_step.py failed (exit %d): %s'
-                       % (process.returncode, tail))
+  lines = throughput_table.run_benchmark(args, env, 'bare_step.py')
   result = json.loads(lines[-1])
   if result['tensorflow'] != '1.15.0':
     raise cli.UsageError('--yardstick must be the stock tensorflow 1.15.0 '

@@ -102,19 +102,26 @@ def run_one(python, flavor, algorithm, steps, warmup, ceiling, extra):
           '--algorithm=' + algorithm, '--steps=%d' % steps,
           '--warmup=%d' % warmup] + (['--ceiling'] if ceiling else []) + extra
   print('%s %s: %s' % (flavor, algorithm, ' '.join(args[1:])), flush=True)
+  lines = run_benchmark(args, env, '%s %s' % (flavor, algorithm))
+  for line in lines[:-1]:
+    print('  ' + line, flush=True)
+  result = json.loads(lines[-1])
+  result['flavor'] = flavor
+  return result
+
+
+def run_benchmark(args, env, what):
+  """Runs a benchmark process; returns its stdout lines (the last one is its
+  JSON), or raises RunError naming `what` with the last line of stderr."""
   process = subprocess.run(args, stdout=subprocess.PIPE,
                            stderr=subprocess.PIPE, universal_newlines=True,
                            env=env, check=False)
   lines = process.stdout.strip().splitlines()
   if process.returncode or not lines:
     tail = (process.stderr.strip().splitlines() or ['(no output)'])[-1]
-    raise cli.RunError('%s %s failed (exit %d): %s'
-                       % (flavor, algorithm, process.returncode, tail))
-  for line in lines[:-1]:
-    print('  ' + line, flush=True)
-  result = json.loads(lines[-1])
-  result['flavor'] = flavor
-  return result
+    raise cli.RunError('%s failed (exit %d): %s'
+                       % (what, process.returncode, tail))
+  return lines
 
 
 def _cell(figures, key, fmt):
