@@ -7,10 +7,11 @@ dataset_info.json. All of it happens in `DATA/<name>.tmp-<pid>`, renamed to
 `DATA/<name>` when complete (`atomic_directory`), so an interrupted run
 never leaves a directory that looks like a dataset. A run killed outright
 leaves its `<name>.tmp-<pid>` behind; nothing reads such a directory, and
-the next write of the same name removes it. Replacing an existing directory (`overwrite`) first moves
-it to `DATA/<name>.old-<pid>`; a run killed between that rename and the
-next leaves the previous version there, and the next `atomic_directory`
-call on the same target (`recover_interrupted`) renames it back before doing
+the next write of the same name removes it. Replacing an existing directory
+(`overwrite`, `replace_directory`) first moves it to
+`DATA/<name>.old-<pid>`; a run killed between that rename and the next
+leaves the previous version there, and the next `atomic_directory` call on
+the same target (`recover_interrupted`) renames it back before doing
 anything else, so a kill never loses the previous dataset or split.
 """
 
@@ -111,14 +112,30 @@ def _pid_alive(pid):
   return True
 
 
-def leftovers(target, kind):
-  """[(pid, path)] of `<target>.<kind>-<pid>` left by processes now dead."""
+def _leftovers(target, kind):
+  """Paths `<target>.<kind>-<pid>` left by processes now dead."""
   found = []
   for path in glob.glob(glob.escape(target) + '.%s-*' % kind):
     match = re.search(r'\.%s-(\d+)$' % re.escape(kind), path)
     if match and not _pid_alive(int(match.group(1))):
-      found.append((int(match.group(1)), path))
+      found.append(path)
   return found
+
+
+def replace_directory(tmp, target):
+  """Renames the complete directory `tmp` to `target`.
+
+  An existing `target` is first moved to `<target>.old-<pid>` (the name
+  `recover_interrupted` puts back if this process dies before the second
+  rename) and removed once `tmp` is in place.
+  """
+  if os.path.exists(target):
+    old = '%s.old-%d' % (target, os.getpid())
+    os.rename(target, old)
+    os.rename(tmp, target)
+    shutil.rmtree(old)
+  else:
+    os.rename(tmp, target)
 
 
 def recover_interrupted(target, marker):
@@ -130,11 +147,11 @@ def recover_interrupted(target, marker):
   `.old-<pid>` copies are removed. Directories of live processes are left
   alone. Returns the path restored, or None.
   """
-  for _, path in leftovers(target, 'tmp'):
+  for path in _leftovers(target, 'tmp'):
     shutil.rmtree(path, ignore_errors=True)
   restored = None
-  for _, path in sorted(leftovers(target, 'old'),
-                        key=lambda p: os.path.getmtime(p[1]), reverse=True):
+  for path in sorted(_leftovers(target, 'old'), key=os.path.getmtime,
+                     reverse=True):
     complete = os.path.isfile(os.path.join(path, marker))
     if complete and restored is None and not os.path.exists(target):
       os.rename(path, target)
@@ -181,13 +198,7 @@ def atomic_directory(target, overwrite=False, what='directory',
     raise DataError('cannot write to %s: %s' % (parent, e.strerror or e))
   try:
     yield tmp
-    if os.path.exists(target):
-      old = '%s.old-%d' % (target, os.getpid())
-      os.rename(target, old)
-      os.rename(tmp, target)
-      shutil.rmtree(old)
-    else:
-      os.rename(tmp, target)
+    replace_directory(tmp, target)
   except (OSError, tf.errors.OpError) as e:
     detail = e.message if isinstance(e, tf.errors.OpError) else (
         e.strerror or str(e))

@@ -198,13 +198,7 @@ def export(model_dir, export_dir, checkpoint=None, data_dir=None,
       error = verify(tmp, params, source, checkpoint, verify_images)
       printer('verified: SavedModel == Estimator on %d test images (max '
               '|Δp| %.2g)' % (verify_images, error))
-    if os.path.exists(export_dir):
-      old = '%s.old-%d' % (export_dir, os.getpid())
-      os.rename(export_dir, old)
-      os.rename(tmp, export_dir)
-      shutil.rmtree(old)
-    else:
-      os.rename(tmp, export_dir)
+    writer.replace_directory(tmp, export_dir)
   except (OSError, tf.errors.OpError) as e:
     reason = model_dir_lib.write_failure(e)
     if not reason:
