@@ -45,10 +45,10 @@ FLAGS = flags.FLAGS
 # stock wheel on the same machine.
 REFERENCE_BARE_IMG_S = 56.0
 RESEARCH = {
-    'realmix': {'labeled_img_s': 16.7, 'peak_rss_mb': 3000.,
-                'what': 'libml, WRN-28-2, 64 + 2x64'},
-    'sesemi': {'labeled_img_s': 96 / 7.6, 'peak_rss_mb': 5100.,
-               'what': 'Keras, convnet, 16 (96 + 96 images), 7.6 s/step'},
+    # libml, WRN-28-2, 64 labeled + 2 x 64 unlabeled a step.
+    'realmix': {'labeled_img_s': 16.7, 'peak_rss_mb': 3000.},
+    # Keras, convnet, batch 16 (96 + 96 images), 7.6 s/step.
+    'sesemi': {'labeled_img_s': 96 / 7.6, 'peak_rss_mb': 5100.},
 }
 
 flags.DEFINE_string('yardstick', os.path.join('.venv', 'bin', 'python'),
