@@ -97,10 +97,6 @@ class ThroughputTest(tf.test.TestCase):
       self.assertIn(needle, lines[0])
 
 
-if __name__ == '__main__':
-  tf.test.main()
-
-
 class ThroughputTableTest(tf.test.TestCase):
   """benchmarks/throughput_table.py: one tiny real run, then a resume."""
 
@@ -273,3 +269,7 @@ class ThreadProfileTest(tf.test.TestCase):
     self.assertEqual(result.returncode, 2)
     self.assertEqual(result.stderr.strip().splitlines(),
                      ['error: give the throughput.py command after --'])
+
+
+if __name__ == '__main__':
+  tf.test.main()
