@@ -3,13 +3,29 @@ r"""Evaluates a trained model: the table of the reference implementations.
   python launch/eval.py --model_dir=runs/sesemi [--tta] [--checkpoint=...]
 
 Rows raw / ema / tuned_raw / tuned_ema, columns labeled / valid / test
-(accuracy in %). "tuned" re-estimates the batch-norm statistics from
-training-mode forward passes over training images (labeled and unlabeled
-parts) before evaluating: the mean of the batch means and the pooled
-variance over `--tune_images` images, instead of the moving averages
-accumulated during training. Data and params come from MODEL_DIR/params.json;
---data_dir and --dataset override them. The table is printed and written to
-MODEL_DIR/eval_results.json.
+(accuracy in %). The headline figure is the test accuracy of the EMA model
+where the run keeps one, else of the raw model, untuned; it is printed under
+the table and stored as `headline` in eval_results.json.
+
+"tuned" rows re-estimate the batch-norm moving statistics before evaluating
+(`--tune`, recorded as `tune` in eval_results.json):
+
+  stream (default; libml's `tune`): ordinary batch-norm moving-average
+    updates (momentum `bn_momentum`) from the algorithm's own training-mode
+    forward passes over its own training stream, augmented as in training,
+    for `--tune_images` // (labeled batch) steps (16384 // 64 = 256 steps
+    for the libml family). Only the batch-norm updates the algorithm keeps
+    in training run (MixMatch's first interleaved batch, SESEMI's supervised
+    branch); supervised training therefore tunes on labeled images only.
+    The raw and EMA models share the moving statistics, so both tuned rows
+    use the one re-estimate, as in libml.
+  exact: the population mean and pooled variance of every batch-norm layer
+    over `--tune_images` un-augmented training images (labeled and
+    unlabeled parts), computed per row (raw, EMA).
+
+--no_tune skips the tuned rows. Data and params come from
+MODEL_DIR/params.json; --data_dir and --dataset override them. The table is
+printed and written to MODEL_DIR/eval_results.json.
 
 --tta adds SESEMI's test-time oversampling: each image, one random ±1/±2
 pixel shift of it (reflect fill) and Gaussian-noised copies of both (σ =
@@ -36,6 +52,7 @@ from launch import cli
 from launch import model_dir as model_dir_lib
 from launch import params as params_lib
 from model_fns import base
+from model_fns import registry
 from model_fns import spec as spec_lib
 from model_fns.networks import layers
 
@@ -43,6 +60,9 @@ FLAGS = flags.FLAGS
 RESULTS_FILE = 'eval_results.json'
 ROWS = ('raw', 'ema', 'tuned_raw', 'tuned_ema')
 COLUMNS = ('labeled', 'valid', 'test')
+TUNE_MODES = ('stream', 'exact')
+# Seed offset of the tuning stream (a stream of its own, not training's).
+TUNE_SEED_SALT = 7919
 
 
 def define_flags():
@@ -52,7 +72,13 @@ def define_flags():
   flags.DEFINE_string('dataset', None, 'Overrides params.json\'s dataset.')
   flags.DEFINE_integer('batch_size', 256, 'Evaluation batch size.')
   flags.DEFINE_integer('tune_images', 16384,
-                       'Training images used to re-estimate batch norm.')
+                       'Labeled training images (stream: steps x labeled '
+                       'batch) used to re-estimate batch norm.')
+  flags.DEFINE_enum('tune', 'stream', TUNE_MODES,
+                    'How the tuned rows re-estimate batch norm: "stream" '
+                    '(libml: BN moving-average updates on the algorithm\'s '
+                    'own training stream) or "exact" (population statistics '
+                    'over un-augmented labeled and unlabeled images).')
   flags.DEFINE_bool('tta', False, 'Also report SESEMI test-time oversampling.')
   flags.DEFINE_bool('no_tune', False, 'Skip the tuned rows.')
 
@@ -63,16 +89,16 @@ class _Graph(object):
   def __init__(self, params):
     shape = [None] + list(params['image_shape'])
     self.images = tf.placeholder(tf.float32, shape, name='images')
+    self.global_step = tf.train.get_or_create_global_step()
     model = base.Model(params)
+    self.model = model
     self.logits = {'raw': model.logits(self.images, training=False)}
     self.has_ema = params.get('ema_decay', 0) > 0
     getter = None
     if self.has_ema:
-      # Same construction as the spec builder's, so the shadow variables
-      # have the checkpoint's names.
-      ema = tf.train.ExponentialMovingAverage(params['ema_decay'])
-      ema.apply(tf.trainable_variables())
-      getter = spec_lib.ema_getter(ema)
+      # The spec builder's EMA (shadow variables with the checkpoint's
+      # names), shared with the losses of a stream tuning pass.
+      getter = spec_lib.ema_getter(spec_lib.training_ema(params))
       with tf.variable_scope(tf.get_variable_scope(), custom_getter=getter,
                              reuse=True):
         self.logits['ema'] = model.logits(self.images, training=False)
@@ -94,6 +120,27 @@ class _Graph(object):
     self.assign_stats = tf.group(*[v.assign(p) for v, p in
                                    zip(stats, self.stat_values)])
     self.probabilities = {k: tf.nn.softmax(v) for k, v in self.logits.items()}
+    self.tune_op = None
+    self.tune_batch = None
+
+  def add_stream_tuning(self, params, source):
+    """Builds the algorithm's training forward pass on its training stream.
+
+    `self.tune_op` runs the batch-norm updates that training keeps
+    (`LossResult.update_ops`, default every update op the losses created)
+    for one batch of the stream, without any optimizer step;
+    `self.tune_batch` is the labeled images per run of it.
+    """
+    algorithm = registry.get(params['algorithm'])
+    needs = algorithm.input_needs(params)
+    seed = params.get('seed', 0) * 1000003 + TUNE_SEED_SALT
+    dataset = inputs.train_input_fn(source, needs, params, seed=seed)()
+    features, labels = tf.data.make_one_shot_iterator(dataset).get_next()
+    losses, created = base.ops_created_by(
+        algorithm.train_losses, features, labels, params, self.model)
+    update_ops = created if losses.update_ops is None else losses.update_ops
+    self.tune_op = tf.group(*update_ops)
+    self.tune_batch = needs.batch_size
 
 
 def _batches(source, part, batch_size, params, limit=None):
@@ -181,35 +228,73 @@ def _tuned_stats(sess, graph, row, source, params, batch_size, tune_images):
   return stats
 
 
+def _table_of(sess, graph, row, source, columns, batch_size, params):
+  return collections.OrderedDict(
+      (c, _accuracy(sess, graph, row, _batches(source, c, batch_size, params),
+                    params))
+      for c in columns)
+
+
+def headline(results):
+  """{'row', 'column', 'accuracy'}: test accuracy of the EMA model where the
+  run keeps one, else of the raw model, untuned (None when not measured)."""
+  rows = results['results']
+  row = 'ema' if 'ema' in rows else 'raw'
+  column = 'test' if 'test' in results['counts'] else 'valid'
+  return {'row': row, 'column': column,
+          'accuracy': (rows.get(row) or {}).get(column)}
+
+
 def evaluate(params, checkpoint, batch_size=256, tune_images=16384, tta=False,
-             tune=True, printer=print):
-  """Returns the results dict (rows × columns, accuracy in %)."""
+             tune='stream', printer=print):
+  """Returns the results dict (rows × columns, accuracy in %).
+
+  `tune`: one of TUNE_MODES, or None / False to skip the tuned rows (True
+  means 'stream').
+  """
+  if tune is True:
+    tune = 'stream'
+  if tune and tune not in TUNE_MODES:
+    raise ValueError('tune must be one of %s, got %r'
+                     % (', '.join(TUNE_MODES), tune))
   source = sources.resolve(params['data_dir'], params['dataset'])
   columns = [c for c in COLUMNS if source.counts.get(c)]
   results = collections.OrderedDict()
+  tune_record = None
   start = time.time()
   with tf.Graph().as_default():
     graph = _Graph(params)
+    if tune == 'stream':
+      graph.add_stream_tuning(params, source)
     saver = tf.train.Saver(tf.global_variables())
     with tf.Session() as sess:
       saver.restore(sess, checkpoint)
       trained_stats = sess.run(graph.stat_vars)
       for row in graph.logits:
-        results[row] = collections.OrderedDict(
-            (c, _accuracy(sess, graph, row,
-                          _batches(source, c, batch_size, params), params))
-            for c in columns)
-      if tune:
+        results[row] = _table_of(sess, graph, row, source, columns,
+                                 batch_size, params)
+      if tune == 'stream' and tune_images > 0:
+        steps = max(1, tune_images // graph.tune_batch)
+        for _ in range(steps):
+          sess.run(graph.tune_op)
+        for row in list(graph.logits):
+          results['tuned_' + row] = _table_of(sess, graph, row, source,
+                                              columns, batch_size, params)
+        sess.run(graph.assign_stats,
+                 dict(zip(graph.stat_values, trained_stats)))
+        tune_record = {'mode': 'stream', 'steps': steps,
+                       'batch': graph.tune_batch,
+                       'images': steps * graph.tune_batch}
+      elif tune == 'exact':
+        tune_record = {'mode': 'exact', 'images': tune_images}
         for row in list(graph.logits):
           stats = _tuned_stats(sess, graph, row, source, params, batch_size,
                                tune_images)
           if stats is None:
             continue
           sess.run(graph.assign_stats, dict(zip(graph.stat_values, stats)))
-          results['tuned_' + row] = collections.OrderedDict(
-              (c, _accuracy(sess, graph, row,
-                            _batches(source, c, batch_size, params), params))
-              for c in columns)
+          results['tuned_' + row] = _table_of(sess, graph, row, source,
+                                              columns, batch_size, params)
           sess.run(graph.assign_stats,
                    dict(zip(graph.stat_values, trained_stats)))
       if tta:
@@ -219,7 +304,7 @@ def evaluate(params, checkpoint, batch_size=256, tune_images=16384, tta=False,
                           _batches(source, c, batch_size, params), params,
                           tta=True))
             for c in columns)
-  return {
+  report = {
       'checkpoint': checkpoint,
       'step': model_dir_lib.checkpoint_step(checkpoint),
       'dataset': params['dataset'],
@@ -228,8 +313,31 @@ def evaluate(params, checkpoint, batch_size=256, tune_images=16384, tta=False,
       'metric': 'accuracy_percent',
       'counts': {c: source.counts[c] for c in columns},
       'results': results,
+      'tune': tune_record,
       'seconds': round(time.time() - start, 1),
   }
+  report['headline'] = headline(report)
+  return report
+
+
+def describe(results):
+  """Lines under the table: the headline and how "tuned" was computed."""
+  top = results.get('headline') or headline(results)
+  value = top['accuracy']
+  lines = ['headline: %s accuracy of the %s model, untuned: %s'
+           % (top['column'], 'EMA' if top['row'] == 'ema' else 'raw',
+              '-' if value is None else '%.2f%%' % value)]
+  tune = results.get('tune')
+  if not tune:
+    lines.append('tuned rows: not computed')
+  elif tune['mode'] == 'stream':
+    lines.append('tuned rows (--tune=stream): %d batch-norm update steps on '
+                 'the training stream (%d labeled images a step)'
+                 % (tune['steps'], tune['batch']))
+  else:
+    lines.append('tuned rows (--tune=exact): population statistics over up '
+                 'to %d un-augmented training images' % tune['images'])
+  return lines
 
 
 def format_table(results):
@@ -246,7 +354,7 @@ def format_table(results):
 
 
 def run(model_dir, checkpoint=None, data_dir=None, dataset=None,
-        batch_size=256, tune_images=16384, tta=False, tune=True,
+        batch_size=256, tune_images=16384, tta=False, tune='stream',
         printer=print):
   params = params_lib.load(model_dir)
   if data_dir:
@@ -261,6 +369,8 @@ def run(model_dir, checkpoint=None, data_dir=None, dataset=None,
   printer('%s at step %d (%s, %s):' % (params['algorithm'], results['step'],
                                        params['network'], params['dataset']))
   printer(format_table(results))
+  for line in describe(results):
+    printer(line)
   path = os.path.join(model_dir, RESULTS_FILE)
   model_dir_lib.write_atomic(path, json.dumps(results, indent=2) + '\n')
   printer('wrote %s' % path)
@@ -276,7 +386,7 @@ def main(argv):
                          'not negative')
   run(cli.resolve_path(FLAGS.model_dir), cli.resolve_path(FLAGS.checkpoint),
       cli.resolve_path(FLAGS.data_dir), FLAGS.dataset, FLAGS.batch_size,
-      FLAGS.tune_images, FLAGS.tta, not FLAGS.no_tune)
+      FLAGS.tune_images, FLAGS.tta, None if FLAGS.no_tune else FLAGS.tune)
 
 
 if __name__ == '__main__':

@@ -327,20 +327,26 @@ def _summary_row(run):
   def test(row):
     return _cell((rows.get(row) or {}).get('test'))
 
+  top = eval_lib.headline(results) if rows else {'row': None,
+                                                   'accuracy': None}
   loss = _final(run, LOSS_PREFIX + 'total')
   step = results.get('step')
   if step is None and loss is not None:
     step = loss[0]
   return [run.name, run.params.get('algorithm', '?'),
           run.params.get('network', '?'), run.params.get('dataset', '?'),
-          '-' if step is None else str(step), test('raw'), test('ema'),
-          test('tuned_raw'), test('tuned_ema'),
+          '-' if step is None else str(step), _cell(top['accuracy']),
+          test('raw'), test('ema'), test('tuned_raw'), test('tuned_ema'),
+          (results.get('tune') or {}).get('mode', '-'),
           '-' if loss is None else '%.4g' % loss[1]]
 
 
-SUMMARY_HEADER = ['run', 'algorithm', 'network', 'dataset', 'step',
+# 'test' is the headline: test accuracy of the EMA model where the run keeps
+# one, else of the raw model, untuned (eval.headline); 'tune' is how the
+# tuned columns were computed (eval.py --tune).
+SUMMARY_HEADER = ['run', 'algorithm', 'network', 'dataset', 'step', 'test',
                   'test raw', 'test ema', 'test tuned_raw', 'test tuned_ema',
-                  'final loss']
+                  'tune', 'final loss']
 
 
 def _numeric(cell):
@@ -377,7 +383,9 @@ def markdown(runs, confusions, plots):
   """The report as Markdown text."""
   lines = ['# Training report', '',
            'Accuracy in %; "-" where a run has no such figure (no EMA, no '
-           'eval_results.json).', '']
+           'eval_results.json). "test" is the headline: test accuracy of the '
+           'EMA model (else raw), untuned; "tune" is how the tuned columns '
+           're-estimated batch norm (launch/eval.py --tune).', '']
   lines += _table(SUMMARY_HEADER, [_summary_row(run) for run in runs])
   lines.append('')
   for title, name in (('Losses', 'losses'), ('Learning rate', 'lr'),

@@ -83,7 +83,8 @@ class LaunchTest(data_fixtures.TinyDataTestCase):
     self.assertEqual(params['train_steps'], 6)
     self.assertEqual(params['num_classes'], 4)
 
-    result = run_entry('eval', '--model_dir=' + model_dir, '--tta')
+    result = run_entry('eval', '--model_dir=' + model_dir, '--tta',
+                       '--tune_images=60')
     self.assertSucceeded(result)
     for row in ('raw', 'ema', 'tuned_raw', 'tuned_ema', 'tta_ema'):
       self.assertIn(row, result.stdout)
@@ -97,6 +98,16 @@ class LaunchTest(data_fixtures.TinyDataTestCase):
         self.assertBetween(value, 0., 100.)
         # Accuracy over 8 or 16 images is a multiple of 100/16.
         self.assertAllClose(value * 16 / 100., round(value * 16 / 100.))
+    # Default tuning: libml's BN updates on the training stream (SESEMI's
+    # labeled batch is 6 x batch_size = 6 images: 60 // 6 steps).
+    self.assertEqual(table['tune'], {'mode': 'stream', 'steps': 10,
+                                     'batch': 6, 'images': 60})
+    self.assertEqual(table['headline'],
+                     {'row': 'ema', 'column': 'test',
+                      'accuracy': table['results']['ema']['test']})
+    self.assertIn('headline: test accuracy of the EMA model, untuned',
+                  result.stdout)
+    self.assertIn('--tune=stream', result.stdout)
 
     export_dir = os.path.join(work, 'export')
     result = run_entry('export', '--model_dir=' + model_dir,
@@ -148,6 +159,27 @@ class LaunchTest(data_fixtures.TinyDataTestCase):
     self.assertOneLineError(result, 'cannot resume', 'filters', 'lr')
     self.assertEqual(tf.train.load_checkpoint(
         tf.train.latest_checkpoint(model_dir)).get_tensor('global_step'), 20)
+
+    # Both tuning modes run and are recorded; supervised stream tuning draws
+    # labeled batches (4 images). Supervised keeps an EMA (libml's 0.999):
+    # the headline is the EMA model's.
+    for mode, record in (
+        ('stream', {'mode': 'stream', 'steps': 5, 'batch': 4, 'images': 20}),
+        ('exact', {'mode': 'exact', 'images': 20})):
+      result = run_entry('eval', '--model_dir=' + model_dir,
+                         '--tune=' + mode, '--tune_images=20')
+      self.assertSucceeded(result)
+      with open(os.path.join(model_dir, 'eval_results.json')) as f:
+        table = json.load(f)
+      self.assertEqual(table['tune'], record)
+      self.assertEqual(table['headline']['row'], 'ema')
+      self.assertEqual(table['headline']['accuracy'],
+                       table['results']['ema']['test'])
+      self.assertIn('tuned_raw', table['results'])
+      self.assertIn('--tune=' + mode, result.stdout)
+    result = run_entry('eval', '--model_dir=' + model_dir, '--tune=nope')
+    self.assertEqual(result.returncode, 2, result.stderr)
+    self.assertOneLineError(result, 'tune')
 
   def test_bad_flags_one_line_and_exit_2(self):
     model_dir = os.path.join(self.get_temp_dir(), 'run')

@@ -152,6 +152,9 @@ class ReportTest(tf.test.TestCase):
     for row in ('raw', 'ema', 'tuned_raw', 'tuned_ema'):
       self.assertEqual(float(ema_row['test ' + row]),
                        round(self.results['results'][row]['test'], 2))
+    self.assertEqual(float(ema_row['test']),
+                     round(self.results['results']['ema']['test'], 2))
+    self.assertEqual(ema_row['tune'], self.results['tune']['mode'])
     raw_row = by_run['no_ema']
     self.assertEqual(raw_row['step'], '4')
     self.assertEqual(raw_row['test raw'], '-')
