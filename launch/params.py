@@ -18,6 +18,7 @@ from absl import flags
 
 from launch import cli
 from launch import model_dir as model_dir_lib
+from model_fns import base
 from model_fns import hparams
 from model_fns import registry
 
@@ -25,8 +26,15 @@ from model_fns import registry
 # long, not the graph that the checkpoint holds.
 RESUMABLE_KEYS = frozenset([
     'data_dir', 'dataset', 'train_steps', 'epochs', 'shuffle_buffer',
-    'cache_images', 'seed',
+    'cache_images', 'seed', 'scaled_keys',
 ])
+
+# Ramps given in absolute units, which follow the run's length unless set
+# (`scale_schedules`). The other ramps are fractions of train_steps already:
+# warmup_pos (Π-model, Mean Teacher, ICT, Pseudo-Label), TSA's progress and
+# the poly / cosine learning-rate decay.
+SCALED_KEYS = ('warmup_kimg',)
+KIMG = 1024
 
 # Data facts added by launch, not flags.
 DATA_KEYS = ('num_classes', 'image_shape', 'dataset', 'data_dir')
@@ -111,6 +119,50 @@ def resolve(flag_values, data_facts):
   return params
 
 
+def explicit_keys(flag_values):
+  """Hyperparameters the user set, in a --flagfile or on the command line."""
+  keys = set(k for k in _all_defaults()
+             if k in flag_values and flag_values[k].value is not None)
+  if flag_values['base_lr'].value is not None:
+    keys.add('lr')
+  return keys
+
+
+def scale_schedules(params, explicit):
+  """Scales absolute ramps with the run's length, in the reference's
+  proportions, unless the user set them (`explicit`).
+
+  `warmup_kimg` (MixMatch, RealMix: the unlabeled-loss weight's warm-up in
+  kibi labeled images) keeps the ratio of the algorithm's defaults to the
+  algorithm's default run: libml's 1024 kimg of a 1024-epoch (65536-kimg)
+  run, i.e. 1/64 of training; RealMix's 1024 kimg of 700 epochs. A run of
+  `train_steps` steps of `batch_size` labeled images gets
+  `default_warmup_kimg * run_kimg / default_run_kimg`; a run of the default
+  length keeps the default. Scaled keys are listed in
+  `params['scaled_keys']`, so that resuming with another `--train_steps`
+  may change them.
+
+  Args:
+    params: resolved params with the final positive `train_steps`; updated
+      in place.
+    explicit: keys the user set (`explicit_keys`).
+  """
+  defaults = registry.get(params['algorithm']).DEFAULTS
+  scaled = []
+  for key in SCALED_KEYS:
+    if key in explicit or key not in params or key not in defaults:
+      continue
+    epochs = defaults.get('epochs', hparams.COMMON_DEFAULTS['epochs'])
+    if epochs <= 0 or defaults[key] <= 0:
+      continue
+    default_kimg = epochs * float(base.LIBML_EPOCH_IMAGES) / KIMG
+    run_kimg = params['train_steps'] * params['batch_size'] / float(KIMG)
+    params[key] = defaults[key] * run_kimg / default_kimg
+    scaled.append(key)
+  params['scaled_keys'] = scaled
+  return params
+
+
 def validate(params):
   """Checks values a user can get wrong; raises cli.UsageError naming the flag."""
   from model_fns.networks import NAMES as network_names  # pylint: disable=g-import-not-at-top
@@ -145,7 +197,10 @@ def validate(params):
 def graph_differences(old, new):
   """Keys whose values differ between two params dicts and change the graph."""
   keys = sorted((set(old) | set(new)) - RESUMABLE_KEYS)
-  return [k for k in keys if _norm(old.get(k)) != _norm(new.get(k))]
+  # A ramp scaled with the run's length in both follows train_steps.
+  follow = set(old.get('scaled_keys') or ()) & set(new.get('scaled_keys') or ())
+  return [k for k in keys
+          if k not in follow and _norm(old.get(k)) != _norm(new.get(k))]
 
 
 def _norm(value):

@@ -191,6 +191,7 @@ def run(flag_values, printer=print):
     params['train_steps'] = base.default_train_steps(params, source.counts)
   except ValueError as e:
     raise cli.UsageError(str(e))
+  params_lib.scale_schedules(params, params_lib.explicit_keys(flag_values))
   try:
     needs = algorithm.input_needs(params)
   except ValueError as e:

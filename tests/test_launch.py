@@ -23,6 +23,7 @@ from launch import train as train_lib
 from model_fns import base
 from model_fns import core
 from model_fns import registry
+from model_fns import ssl_common
 from tests import data_fixtures
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -239,6 +240,70 @@ class FlagPrecedenceTest(tf.test.TestCase):
     flags.FLAGS.unparse_flags()
     params = self.resolve(['--flagfile=' + flagfile, '--base_lr=0.2'])
     self.assertEqual(params['lr'], 0.2)
+
+  def scaled(self, argv, counts=None):
+    """params after train.py's order: resolve, train_steps, scaling."""
+    params = self.resolve(argv)
+    params['train_steps'] = base.default_train_steps(params, counts or {})
+    return params_lib.scale_schedules(
+        params, params_lib.explicit_keys(flags.FLAGS))
+
+  def test_ramps_follow_the_run_length_unless_set(self):
+    # MixMatch: 1024 kimg of a 1024-epoch (65536-kimg) run, i.e. 1/64.
+    params = self.scaled(['--algorithm=mixmatch', '--train_steps=500'])
+    run_kimg = 500 * 64 / 1024.
+    self.assertAllClose(params['warmup_kimg'], run_kimg / 64)
+    self.assertEqual(params['scaled_keys'], ['warmup_kimg'])
+    # Reaches its full weight 1/64 of the way through (step 7.8 of 500).
+    with tf.Graph().as_default():
+      step = tf.placeholder(tf.int64, [])
+      weight = ssl_common.unlabeled_weight(step, 64, 1., params['warmup_kimg'])
+      with self.session() as sess:
+        self.assertAllClose(sess.run(weight, {step: 4}), 4 / 7.8125)
+        self.assertAllClose(sess.run(weight, {step: 8}), 1.)
+    for run_steps in (2000, 100000):
+      flags.FLAGS.unparse_flags()
+      params = self.scaled(['--algorithm=mixmatch',
+                            '--train_steps=%d' % run_steps])
+      # Warm-up images = 1/64 of the run's labeled images.
+      self.assertAllClose(params['warmup_kimg'] * 1024, run_steps * 64 / 64.)
+    # The default length keeps the default; RealMix's reference run is 700
+    # epochs with the same 1024-kimg warm-up.
+    for algorithm in ('mixmatch', 'realmix'):
+      flags.FLAGS.unparse_flags()
+      params = self.scaled(['--algorithm=' + algorithm])
+      self.assertAllClose(params['warmup_kimg'], 1024)
+    flags.FLAGS.unparse_flags()
+    params = self.scaled(['--algorithm=realmix', '--epochs=70'])
+    self.assertAllClose(params['warmup_kimg'], 102.4)
+    # Set on the command line or in a flagfile: kept as given.
+    flags.FLAGS.unparse_flags()
+    params = self.scaled(['--algorithm=mixmatch', '--train_steps=500',
+                          '--warmup_kimg=16'])
+    self.assertEqual(params['warmup_kimg'], 16)
+    self.assertEqual(params['scaled_keys'], [])
+    flagfile = os.path.join(self.get_temp_dir(), 'w.cfg')
+    with open(flagfile, 'w') as f:
+      f.write('--algorithm=realmix\n--warmup_kimg=8\n')
+    flags.FLAGS.unparse_flags()
+    params = self.scaled(['--flagfile=' + flagfile, '--train_steps=500'])
+    self.assertEqual(params['warmup_kimg'], 8)
+    # Algorithms whose ramps are fractions of training are left alone.
+    flags.FLAGS.unparse_flags()
+    params = self.scaled(['--algorithm=ict', '--train_steps=500'])
+    self.assertEqual(params['warmup_pos'], 0.4)
+    self.assertEqual(params['scaled_keys'], [])
+
+  def test_resume_with_other_length_rescales_only_scaled_ramps(self):
+    first = self.scaled(['--algorithm=mixmatch', '--train_steps=500'])
+    flags.FLAGS.unparse_flags()
+    longer = self.scaled(['--algorithm=mixmatch', '--train_steps=1000'])
+    self.assertEqual(params_lib.graph_differences(first, longer), [])
+    flags.FLAGS.unparse_flags()
+    fixed = self.scaled(['--algorithm=mixmatch', '--train_steps=1000',
+                         '--warmup_kimg=3'])
+    self.assertEqual(params_lib.graph_differences(first, fixed),
+                     ['warmup_kimg'])
 
   def test_every_flagfile_resolves_through_the_real_flags(self):
     config_dir = os.path.join(ROOT, 'launch', 'configs')

@@ -156,7 +156,9 @@ class TrainSpecTest(tf.test.TestCase):
       w = w - lr * (x + 0.9 * acc_w)
       b = b - lr * (1. + 0.9 * acc_b)
       w = w * (1 - 0.5 * lr)        # decoupled decay: kernels only
-      s = 0.9 * s + 0.1 * w         # EMA sees the decayed weights
+      # EMA sees the decayed weights; TF's num_updates warm-up.
+      decay = min(0.9, (1. + step) / (10. + step))
+      s = decay * s + (1 - decay) * w
     self.assertEqual(got_step, 2)
     self.assertAllClose(got_w, w, rtol=1e-5)
     self.assertAllClose(got_b, b, rtol=1e-5)
@@ -186,10 +188,11 @@ class TrainSpecTest(tf.test.TestCase):
         seen = [sess.run([teacher, estimator_spec.train_op])[0]
                 for _ in range(3)]
     w, s, expected = w0.astype(np.float64), w0.astype(np.float64), []
-    for _ in range(3):
+    for step in range(3):
       expected.append(s)
       w = w - 0.1 * x
-      s = 0.5 * s + 0.5 * w
+      decay = min(0.5, (1. + step) / (10. + step))  # num_updates warm-up
+      s = decay * s + (1 - decay) * w
     self.assertAllClose(seen, expected, rtol=1e-5)
 
   def test_adam_step_with_l2(self):
