@@ -4,7 +4,8 @@ Tran 2019 (arXiv 1906.10343), reference vuptran/sesemi. Each proxy source
 image becomes 6 images labeled 0..5 (rotations by 0/90/180/270 degrees,
 left-right flip, up-down flip; built by the input pipeline). One shared trunk
 runs on the labeled batch and on the proxy batch in two separate calls
-(batch-norm statistics per branch):
+(batch-norm batch statistics per branch; the moving statistics are updated
+from the supervised branch only):
 
   loss = CE(classifier(dropout(embed(image))), label)
        + CE(proxy(embed(proxy_image)), proxy_label)
@@ -108,8 +109,16 @@ def train_steps(params, counts):
 
 
 def train_losses(features, labels, params, model):
-  """Supervised plus proxy cross-entropy (weights 1 and 1), batch means."""
-  logits = model.logits(features['image'], training=True)
+  """Supervised plus proxy cross-entropy (weights 1 and 1), batch means.
+
+  Batch-norm moving statistics are updated from the supervised branch only
+  (`LossResult.update_ops`): they serve inference on upright, unflipped
+  class images, which the rotated and flipped proxy batch is not. Both
+  branches normalise with their own batch moments in training
+  (docs/training_choices.md).
+  """
+  logits, update_ops = base.ops_created_by(model.logits, features['image'],
+                                           True)
   proxy_logits = model.head(
       model.embed(features['proxy_image'], training=True), NUM_PROXY_LABELS,
       'proxy', training=True)
@@ -118,4 +127,4 @@ def train_losses(features, labels, params, model):
   xe_proxy = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(
       labels=features['proxy_label'], logits=proxy_logits))
   terms = collections.OrderedDict([('xe', xe), ('xe_proxy', xe_proxy)])
-  return base.LossResult(xe + xe_proxy, terms)
+  return base.LossResult(xe + xe_proxy, terms, update_ops=update_ops)

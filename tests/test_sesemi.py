@@ -94,6 +94,35 @@ class SesemiTest(tf.test.TestCase):
     self.assertAllClose(first[0], second[0])
     self.assertNotAllClose(first[1], second[1])
 
+  def test_moving_statistics_come_from_the_supervised_branch(self):
+    """The proxy batch does not move the batch-norm moving statistics."""
+    params = mtu.make_params(sesemi, batch_size=1, head_dropout=0.)
+    features = mtu.synthetic_features(sesemi.input_needs(params), params)
+    with tf.Graph().as_default():
+      proxy = tf.placeholder(tf.float32, features['proxy_image'].shape)
+      model = mtu.RecordingModel(params)
+      losses = sesemi.train_losses(
+          dict(features, proxy_image=proxy), features['label'], params, model)
+      all_ops = tf.get_collection(tf.GraphKeys.UPDATE_OPS)
+      self.assertLen(all_ops, 4)
+      # The supervised call's ops (created first), not the proxy call's.
+      self.assertCountEqual(losses.update_ops, all_ops[:2])
+      moving = [v for v in tf.global_variables() if 'moving_' in v.op.name]
+      self.assertNotEmpty(moving)
+      with self.session() as sess:
+        sess.run(tf.global_variables_initializer())
+        initial = sess.run(moving)
+        results = []
+        for scale in (1., 5.):
+          for var, value in zip(moving, initial):
+            var.load(value, sess)
+          sess.run(losses.update_ops,
+                   {proxy: scale * features['proxy_image'] + scale})
+          results.append(sess.run(moving))
+    for first, second, start in zip(results[0], results[1], initial):
+      self.assertNotAllClose(first, start)   # the supervised branch moved it
+      self.assertAllClose(first, second)     # the proxy batch did not
+
   def test_train_eval_predict(self):
     for variant in VARIANTS:
       params = mtu.make_params(sesemi, batch_size=1, sesemi_variant=variant)
