@@ -10,7 +10,7 @@ Order of the operations in every view (`view`):
 
   1. the decoded uint8 image is scaled to float [0, 1] (`to_unit`);
   2. pixel-value operations, defined on [0, 1]: RandAugment ('strong'),
-     colour jitter ('realmix'); their output is clipped to [0, 1];
+     cutout and colour jitter ('realmix'); their output is in [0, 1];
   3. normalisation (`preprocessing.normalize`, on the [0, 255] scale);
   4. geometric and noise operations on the normalised image: flip, reflect
      pad-and-crop, integer shift, cutout, Gaussian noise.
@@ -22,13 +22,14 @@ The views (docs/architecture.md):
              crop (libml's default augmentation).
   'strong':  RandAugment(`randaugment_ops` ops, random magnitude) in pixel
              space, then weak, then cutout (FixMatch).
-  'realmix': colour jitter in pixel space, then weak, then cutout (RealMix's
-             colour + cutout augmentation, made random per image).
+  'realmix': RealMix's cutout (probability 0.3, 2-40 % of the area, random
+             fill; `random_erase`) and colour jitter in pixel space, then
+             weak (the reference's augmentation, random per image).
   'sesemi':  integer shift in {-aug_shift..aug_shift} per axis with reflect
              fill, flip (if params['aug_flip']), Gaussian noise
              `aug_noise_std` (SESEMI).
 
-Cutout fills its square with 0 in normalised space: the grey 0.5 pixel for
+The 'strong' view's cutout fills its square with 0 in normalised space: the grey 0.5 pixel for
 'minus_one_one' (as FixMatch does), the dataset mean for 'standardize', the
 per-image mean for 'gcn'.
 
@@ -76,9 +77,19 @@ RA_FILL = 0.5
 
 # RealMix's colour jitter (uizard-technologies/realmix libml/data.py), in
 # [0, 1] pixel space: brightness delta, hue delta, saturation and contrast
-# factor ranges, applied in this order.
-JITTER = {'brightness': 0.1, 'hue': 0.5, 'saturation': (0.1, 3.0),
+# factor ranges, applied in this order. The reference's brightness delta is
+# 0.1 on its [-1, 1] pixels, i.e. 0.05 on [0, 1].
+JITTER = {'brightness': 0.05, 'hue': 0.5, 'saturation': (0.1, 3.0),
           'contrast': (0.5, 1.5)}
+
+# RealMix's cutout (the reference's random eraser, applied with p=0.3): with
+# probability `prob`, a rectangle of area U(area) x H x W and aspect ratio
+# (height / width) U(aspect), at a uniformly random position redrawn (with
+# the size) until the rectangle fits, is filled with one value U(0, 1) in
+# pixel space. Sides are truncated to integers. After MAX_ERASE_TRIES draws
+# that do not fit, nothing is erased.
+ERASE = {'prob': 0.3, 'area': (0.02, 0.4), 'aspect': (0.3, 1 / 0.3)}
+MAX_ERASE_TRIES = 100
 
 _INT32_MAX = 2**31 - 1
 
@@ -201,6 +212,58 @@ def cutout_size(params, width):
 # ---------------------------------------------------------------------------
 # Pixel-value operations (on [0, 1] images, [H, W, C]).
 # ---------------------------------------------------------------------------
+
+
+def erase_box(seed, height, width, area=ERASE['area'],
+              aspect=ERASE['aspect'], max_tries=MAX_ERASE_TRIES):
+  """(top, left, box height, box width, found) of RealMix's random eraser.
+
+  Each try draws the area fraction, the aspect ratio and the top-left
+  corner; the first box inside the image is returned (`found` False, and a
+  0 x 0 box, when none of `max_tries` fits).
+  """
+  seed = tf.cast(seed, tf.int64)
+
+  def draw(i):
+    u = tf.random.stateless_uniform(
+        [4], seed=seed + tf.stack([tf.cast(i, tf.int64), tf.constant(0, tf.int64)]))
+    size = (area[0] + (area[1] - area[0]) * u[0]) * float(height * width)
+    ratio = aspect[0] + (aspect[1] - aspect[0]) * u[1]
+    box_w = tf.cast(tf.floor(tf.sqrt(size / ratio)), tf.int32)
+    box_h = tf.cast(tf.floor(tf.sqrt(size * ratio)), tf.int32)
+    left = tf.minimum(tf.cast(u[2] * width, tf.int32), width - 1)
+    top = tf.minimum(tf.cast(u[3] * height, tf.int32), height - 1)
+    fits = (left + box_w <= width) & (top + box_h <= height)
+    return top, left, box_h, box_w, fits
+
+  def cond(i, *state):
+    return tf.logical_and(i < max_tries, tf.logical_not(state[-1]))
+
+  def body(i, *unused_state):
+    return (i + 1,) + draw(i)
+
+  zero = tf.constant(0, tf.int32)
+  result = tf.while_loop(cond, body,
+                         (zero, zero, zero, zero, zero, tf.constant(False)))
+  top, left, box_h, box_w, found = result[1:]
+  keep = tf.cast(found, tf.int32)
+  return top, left, box_h * keep, box_w * keep, found
+
+
+def random_erase(image, seed, prob=ERASE['prob']):
+  """RealMix's cutout of a [0, 1] image [H, W, C] (see ERASE)."""
+  height, width = image.shape.as_list()[:2]
+  seeds = split_seed(seed, 3)
+  top, left, box_h, box_w, _ = erase_box(seeds[1], height, width)
+  rows = tf.range(height)[:, None]
+  cols = tf.range(width)[None, :]
+  inside = ((rows >= top) & (rows < top + box_h) &
+            (cols >= left) & (cols < left + box_w))
+  inside &= _uniform(seeds[0]) < prob
+  fill = _uniform(seeds[2])
+  return tf.where(tf.broadcast_to(inside[:, :, None], tf.shape(image)),
+                  tf.fill(tf.shape(image), fill), image)
+
 
 
 def color_jitter(image, seed, brightness=JITTER['brightness'],
@@ -469,7 +532,9 @@ def view_pixels(image01, name, params, seed):
   if name == 'strong':
     image01 = rand_augment(image01, params['randaugment_ops'], seed)
   elif name == 'realmix':
-    image01 = color_jitter(image01, seed)
+    # The reference's order: cutout, (flip,) colour, (crop).
+    erase_seed, jitter_seed = view_seeds(seed)
+    image01 = color_jitter(random_erase(image01, erase_seed), jitter_seed)
   return image01 * 255.
 
 
@@ -480,7 +545,7 @@ def view_geometry(image, name, params, seed):
   width = image.shape.as_list()[1]
   if name in ('weak', 'strong', 'realmix'):
     image = _weak(image, params, seeds[0])
-  if name in ('strong', 'realmix'):
+  if name == 'strong':
     image = random_cutout(image, cutout_size(params, width), seeds[1])
   if name == 'sesemi':
     image = random_shift(image, params['aug_shift'], seeds[0])

@@ -259,6 +259,84 @@ class RandomPixelTest(tf.test.TestCase):
         self.assertGreater(np.abs(out - x).mean(), 1e-3)
 
 
+def _reference_eraser_areas(draws, height, width, rng):
+  """Erased area fractions of the reference's eraser (numpy, own code)."""
+  areas = []
+  for _ in range(draws):
+    if rng.rand() > augment.ERASE['prob']:
+      areas.append(0.)
+      continue
+    while True:
+      size = rng.uniform(*augment.ERASE['area']) * height * width
+      ratio = rng.uniform(*augment.ERASE['aspect'])
+      w, h = int(np.sqrt(size / ratio)), int(np.sqrt(size * ratio))
+      left, top = rng.randint(0, width), rng.randint(0, height)
+      if left + w <= width and top + h <= height:
+        break
+    areas.append(w * h / float(height * width))
+  return np.array(areas)
+
+
+class RealMixAugmentTest(tf.test.TestCase):
+  """RealMix's cutout and colour jitter on the statistics of many draws."""
+
+  DRAWS = 3000
+
+  def _erased(self, height=28, width=28, channels=1):
+    image = tf.fill([height, width, channels], 0.5)
+    seeds = tf.stack([tf.fill([self.DRAWS], tf.constant(11, tf.int64)),
+                      tf.range(self.DRAWS, dtype=tf.int64)], axis=1)
+    outs = tf.map_fn(lambda seed: augment.random_erase(image, seed), seeds,
+                     dtype=tf.float32, parallel_iterations=32)
+    return self.evaluate(outs)
+
+  def test_cutout_probability_area_and_fill(self):
+    outs = self._erased()
+    changed = np.any(outs != 0.5, axis=-1)            # [N, H, W]
+    areas = changed.mean(axis=(1, 2))
+    erased = areas > 0
+    # Probability 0.3 (a box can truncate to 0 x N; rare).
+    self.assertAllClose(erased.mean(), 0.3, atol=0.035)
+    self.assertLessEqual(areas.max(), 0.4 + 1e-9)
+    self.assertGreater(areas.max(), 0.3)
+    self.assertLess(areas[erased].min(), 0.05)
+    # The mean erased area matches the reference procedure's.
+    reference = _reference_eraser_areas(20000, 28, 28,
+                                        np.random.RandomState(0))
+    self.assertAllClose(areas[erased].mean(), reference[reference > 0].mean(),
+                        atol=0.015)
+    for out, mask in zip(outs[erased][:200], changed[erased][:200]):
+      rows, cols = np.nonzero(mask)
+      # One rectangle, one fill value.
+      box = mask[rows.min():rows.max() + 1, cols.min():cols.max() + 1]
+      self.assertTrue(box.all())
+      self.assertLen(np.unique(out[mask]), 1)
+    fills = np.array([out[mask][0] for out, mask in
+                      zip(outs[erased], changed[erased])])
+    # Random fill U(0, 1): mean 0.5, standard deviation 0.289.
+    self.assertBetween(fills.min(), 0., 0.05)
+    self.assertBetween(fills.max(), 0.95, 1.)
+    self.assertAllClose(fills.std(), 12 ** -0.5, atol=0.03)
+
+  def test_cutout_is_seeded(self):
+    image = tf.constant(_image() / 255., tf.float32)
+    a, b = self.evaluate([augment.random_erase(image, _seed(3)),
+                          augment.random_erase(image, _seed(3))])
+    self.assertAllEqual(a, b)
+
+  def test_brightness_delta_is_the_reference_scale(self):
+    # A one-channel image gets brightness and contrast only; contrast does
+    # not change a constant image, so out - 0.5 is the brightness delta.
+    image = tf.fill([4, 4, 1], 0.5)
+    deltas = np.array(self.evaluate(
+        [augment.color_jitter(image, _seed(i)) for i in range(400)]))
+    deltas = deltas.reshape(400, -1)[:, 0] - 0.5
+    self.assertLessEqual(np.abs(deltas).max(), 0.05 + 1e-6)
+    self.assertGreater(deltas.max(), 0.045)
+    self.assertLess(deltas.min(), -0.045)
+    self.assertAllClose(deltas.mean(), 0., atol=0.006)
+
+
 class ViewTest(tf.test.TestCase):
 
   def _views(self, image, name, params, norm, seeds):
@@ -300,10 +378,10 @@ class ViewTest(tf.test.TestCase):
           np.allclose(p[t:t + 16, l:l + 16], out, atol=1e-6)
           for p in padded for t in range(9) for l in range(9)))
 
-  def test_strong_and_realmix_have_cutout(self):
+  def test_strong_has_cutout(self):
     image = np.full((16, 16, 3), 200, np.uint8)
     norm = {'mode': 'zero_one'}
-    for name in ('strong', 'realmix'):
+    for name in ('strong',):
       for out in self._views(image, name, PARAMS, norm, range(4)):
         # A cutout of side 8, at worst clipped to a 4x4 corner.
         self.assertGreaterEqual(np.sum(np.all(out == 0, axis=-1)), 16)
