@@ -20,7 +20,8 @@ Streams: the labeled images (files['labeled']) and the unlabeled pool
 (files['unlabeled'], plus the labeled files when
 needs.unlabeled_keeps_labeled) are separate datasets, each sharded, decoded,
 optionally cached as decoded uint8 (params['cache_images']), shuffled
-(params['shuffle_buffer']; 0 or 1: no shuffling), repeated, augmented and
+pass by pass (cached: each pass permuted whole; else with a buffer of
+params['shuffle_buffer']; 0 or 1: no shuffling), repeated, augmented and
 batched with drop_remainder; the batched streams are zipped. Augmentation
 runs augment.view in its two halves: pixel-value ops per image, then
 normalisation, then geometric/noise ops per image (the same result as
@@ -30,6 +31,13 @@ from the first needs.proxy_batch images of each unlabeled batch
 (proxy='unlabeled') or from a second, independently shuffled labeled stream
 (proxy='labeled'); their source images get the 'sesemi' view without the
 flip (SESEMI flips the supervised branch only), then the 6 transforms.
+
+Streams continue: each stream is its records pass after pass, pass e
+shuffled with a seed made of (stream seed, e), and a pipeline built for
+global step s (`start_step`) starts at position s x batch, where a pipeline
+built at step 0 would be by then. Successive train calls (evaluation
+chunks) and resumed runs with the same `seed` therefore see one stream,
+and over E passes every image is drawn E times.
 
 Determinism: every element of a stream gets the augmentation seed
 [stream_seed, position in the stream], and all augmentations are stateless
@@ -56,6 +64,8 @@ from input_pipeline import records
 
 AUTOTUNE = tf.data.experimental.AUTOTUNE
 MAX_PARALLEL_READS = 8
+_SEED_MOD = 2**31 - 1
+_MAX_EPOCHS = 2**62   # "forever" for Dataset.range
 # Modes normalised on groups of NORM_BATCH images between the two halves of
 # the views (a [64, D] x [D, D] product instead of 64 matrix-vector ones);
 # the other modes are cheap per image and run in one map.
@@ -121,23 +131,81 @@ def _read(files, image_shape, num_shards=1, shard_index=0, cache=False,
   return dataset.cache() if cache else dataset
 
 
-def _stream(dataset, params, seed, slots, batch_size, norm):
+def epoch_seed(seed, epoch):
+  """The shuffle seed of pass `epoch` (int64 tensor) of a stream's records."""
+  return (tf.constant(seed % _SEED_MOD, tf.int64) * 1000003 +
+          tf.cast(epoch, tf.int64)) % _SEED_MOD
+
+
+def _epochs(dataset, size, buffer_size, seed, start, whole_passes=False):
+  """The records of `dataset` (`size` of them) pass after pass, each pass
+  shuffled with its own seed `epoch_seed(seed, pass)`, from stream position
+  `start` on: the stream a run that started at position 0 would be at.
+
+  `whole_passes` (the records are cached in memory): each pass is gathered
+  into one batch and permuted entirely (a stateless permutation of
+  (seed, pass)); the cached records are read once. Otherwise each pass is
+  read again and shuffled with a buffer of `buffer_size`. TF 1.15 does not
+  share an in-memory cache between the passes of a flat_map, hence the
+  two forms. `buffer_size <= 1` keeps the file order in both.
+  """
+  first_epoch, offset = divmod(int(start), int(size))
+  shuffle = buffer_size > 1
+  if whole_passes:
+    passes = dataset.repeat().batch(int(size), drop_remainder=True)
+    passes = passes.enumerate(start=first_epoch)
+
+    @_graph_only
+    def permute(epoch, batch):
+      if not shuffle:
+        return batch
+      keys = tf.random.stateless_uniform(
+          [int(size)], seed=tf.stack([epoch_seed(seed, epoch),
+                                      tf.cast(epoch, tf.int64)]))
+      order = tf.argsort(keys)
+      return {k: tf.gather(v, order) for k, v in batch.items()}
+
+    stream = passes.map(permute).unbatch()
+  else:
+
+    def one_pass(epoch):
+      if not shuffle:
+        return dataset
+      return dataset.shuffle(buffer_size, seed=epoch_seed(seed, epoch),
+                             reshuffle_each_iteration=False)
+
+    stream = tf.data.Dataset.range(first_epoch, _MAX_EPOCHS).flat_map(one_pass)
+  return stream.skip(offset) if offset else stream
+
+
+def _stream(dataset, params, seed, slots, batch_size, norm, size, start=0,
+            cached=False):
   """Shuffled, repeated, augmented, batched stream of the views in `slots`.
+
+  The stream is the records pass after pass, each pass a shuffle seeded by
+  (seed, pass) (`_epochs`; `cached`: `dataset` is cached in memory, each
+  pass is permuted whole), starting at position `start` (images already
+  drawn by earlier steps): a run that stops and restarts its pipeline (each
+  evaluation chunk, a resume) continues the stream where it was, and over
+  E passes every image is drawn E times. `size` is the number of records
+  of `dataset`.
 
   Each image goes through every slot's view in its two halves (augment.py):
   the pixel-value ops, normalisation, then the geometric and noise ops; for
   GROUP_NORMALIZED modes the normalisation runs on groups of NORM_BATCH
-  images in between.
+  images in between. The augmentation seed of an image is [seed, its
+  position in the stream].
 
   Returns:
-    Dataset of {'label': int64 [B], key: float32 [B, H, W, C] for the keys
-    'image' and 'proxy', [B, V, H, W, C] for 'views' (its slots in order)}.
+    Dataset of {'label': int64 [B], 'index': int64 [B], key: float32
+    [B, H, W, C] for the keys 'image' and 'proxy', [B, V, H, W, C] for
+    'views' (its slots in order)}.
   """
-  buffer_size = int(params['shuffle_buffer'])
-  if buffer_size > 1:
-    dataset = dataset.shuffle(buffer_size, seed=seed,
-                              reshuffle_each_iteration=True)
-  dataset = dataset.repeat().enumerate()
+  if size < 1:
+    raise errors.DataError('a training stream has no images')
+  dataset = _epochs(dataset, size, int(params['shuffle_buffer']), seed, start,
+                    whole_passes=cached)
+  dataset = dataset.enumerate(start=int(start))
   stream_seed = tf.constant(seed, tf.int64)
 
   @_graph_only
@@ -152,7 +220,7 @@ def _stream(dataset, params, seed, slots, batch_size, norm):
                                         pixel_seed))
       geometry_seeds.append(geometry_seed)
     return {'pixels': tf.stack(pixels), 'seeds': tf.stack(geometry_seeds),
-            'label': example['label']}
+            'label': example['label'], 'index': example['index']}
 
   @_graph_only
   def normalize_stage(element):
@@ -169,7 +237,7 @@ def _stream(dataset, params, seed, slots, batch_size, norm):
     for i, slot in enumerate(slots):
       images.setdefault(slot.key, []).append(augment.view_geometry(
           element['pixels'][i], slot.view, slot.params, element['seeds'][i]))
-    out = {'label': element['label']}
+    out = {'label': element['label'], 'index': element['index']}
     for key, values in images.items():
       out[key] = tf.stack(values) if key == 'views' else values[0]
     return out
@@ -213,8 +281,22 @@ def unlabeled_files(source, keeps_labeled):
   return files
 
 
+def unlabeled_count(source, keeps_labeled):
+  """Images of `unlabeled_files(source, keeps_labeled)`."""
+  count = source.counts.get('unlabeled') or 0
+  unlabeled = set(source.files.get('unlabeled') or [])
+  if keeps_labeled and not set(source.files['labeled']) <= unlabeled:
+    count += source.counts['labeled']
+  return count
+
+
+def shard_size(count, num_shards, shard_index):
+  """Records of shard `shard_index` of `count` (Dataset.shard's split)."""
+  return len(range(shard_index, count, num_shards))
+
+
 def train_input_fn(source, needs, params, seed=None, num_shards=1,
-                   shard_index=0):
+                   shard_index=0, start_step=0, batches_per_step=1):
   """Estimator input_fn for training; see the module docstring.
 
   Args:
@@ -226,6 +308,12 @@ def train_input_fn(source, needs, params, seed=None, num_shards=1,
     num_shards: number of input shards (workers); each reads every
       num_shards-th record of each stream.
     shard_index: this worker's shard.
+    start_step: the global step the first batch is for. Each stream starts
+      at position start_step * batches_per_step * its batch size, so the
+      pipelines of successive train calls (and of a resumed run) with the
+      same seed continue one stream.
+    batches_per_step: batches of each stream consumed per global step
+      (replicas fed from this pipeline).
 
   Returns:
     A zero-argument callable returning a tf.data.Dataset of
@@ -254,20 +342,29 @@ def train_input_fn(source, needs, params, seed=None, num_shards=1,
   if needs.proxy == 'unlabeled':
     unlabeled_slots.append(proxy_slot)
 
+  labeled_size = shard_size(source.counts['labeled'], num_shards, shard_index)
+  pool_size = shard_size(unlabeled_count(source, needs.unlabeled_keeps_labeled),
+                         num_shards, shard_index) if num_unlabeled else 0
+  steps = int(start_step) * int(batches_per_step)
+
   def input_fn():
     norm = _graph_norm(spec)
     streams = [_stream(read(labeled), params, seeds['labeled'], labeled_slots,
-                       needs.batch_size, norm)]
+                       needs.batch_size, norm, labeled_size,
+                       steps * needs.batch_size, cache)]
     if num_unlabeled:
       streams.append(_stream(read(pool), params, seeds['unlabeled'],
-                             unlabeled_slots, num_unlabeled, norm))
+                             unlabeled_slots, num_unlabeled, norm, pool_size,
+                             steps * num_unlabeled, cache))
     if needs.proxy == 'labeled':
       streams.append(_stream(read(labeled), params, seeds['proxy'],
-                             [proxy_slot], needs.proxy_batch, norm))
+                             [proxy_slot], needs.proxy_batch, norm,
+                             labeled_size, steps * needs.proxy_batch, cache))
 
     @_graph_only
     def combine(*batches):
       features = dict(batches[0])
+      del features['index']
       proxy_source = None
       if num_unlabeled:
         unlabeled = batches[1]

@@ -238,22 +238,26 @@ def replica_safe_model_fn(model_fn):
   return wrapped
 
 
-def train_input_fn(source, needs, params, seed):
+def train_input_fn(source, needs, params, seed, start_step=0):
   """An input_fn taking the strategy's InputContext: this worker's shard.
 
   Each input pipeline (one per worker) reads every
   `num_input_pipelines`-th record from offset `input_pipeline_id`, with
   batches of the per-replica `needs.batch_size`; the replicas of a worker
-  take consecutive batches.
+  take consecutive batches. The streams start where a run from step 0
+  would be at `start_step` (a resume continues them).
   """
 
   def input_fn(input_context=None):
-    shards, index = 1, 0
+    shards, index, per_step = 1, 0, 1
     if input_context is not None:
       shards = input_context.num_input_pipelines
       index = input_context.input_pipeline_id
+      per_step = max(1, input_context.num_replicas_in_sync // shards)
     return inputs.train_input_fn(source, needs, params, seed=seed,
-                                 num_shards=shards, shard_index=index)()
+                                 num_shards=shards, shard_index=index,
+                                 start_step=start_step,
+                                 batches_per_step=per_step)()
 
   return input_fn
 

@@ -270,9 +270,10 @@ def _train(params, opts, source, needs, model_dir, name, eval_batch_size,
   while step < last:
     target = min(last, (step // every + 1) * every)
     train_fn = inputs.train_input_fn(source, needs, params,
-                                     seed=input_seed(params, step),
+                                     seed=input_seed(params),
                                      num_shards=num_shards,
-                                     shard_index=shard_index)
+                                     shard_index=shard_index,
+                                     start_step=step)
     progress = hooks.ProgressHook(opts['log_every_steps'], labeled, total,
                                   last, printer=printer)
     estimator.train(train_fn, max_steps=target,
@@ -329,7 +330,7 @@ def _train_distributed(params, opts, source, needs, model_dir, name,
                                         last, printer=printer))
   train_spec = tf.estimator.TrainSpec(
       distribute.train_input_fn(source, needs, params,
-                                seed=input_seed(params, step)),
+                                seed=input_seed(params), start_step=step),
       max_steps=last, hooks=train_hooks)
 
   def line(metrics):
@@ -353,10 +354,11 @@ def _train_distributed(params, opts, source, needs, model_dir, name,
   return metrics
 
 
-def input_seed(params, step):
-  """Seed of the input pipeline of a train call starting at `step`: the same
-  --seed gives the same batches; a resumed run does not replay the first."""
-  return params['seed'] * 1000003 + step
+def input_seed(params):
+  """Seed of the training input pipeline: the same --seed gives the same
+  batches. Every train call (evaluation chunk, resume) uses it with its
+  starting step, so the streams continue instead of restarting."""
+  return params['seed'] * 1000003
 
 
 def evaluate(estimator, source, part, params, batch_size):

@@ -283,6 +283,117 @@ class TrainInputTest(InputsTestBase):
                             dict(PARAMS, normalization='bogus'))
 
 
+class StreamContinuesTest(InputsTestBase):
+  """Streams continue across pipeline rebuilds (evaluation chunks, resumes):
+  checked with the records' `index` values."""
+
+  def _indices(self, files, size, batch, start_step, steps, seed=4,
+               buffer_size=64, cached=False):
+    """Record indices of `steps` batches of a stream built at `start_step`."""
+    params = dict(PARAMS, shuffle_buffer=buffer_size)
+    with tf.Graph().as_default():
+      records_ = inputs._read(files, SHAPE, cache=cached)
+      stream = inputs._stream(records_, params, seed,
+                              [inputs.Slot('image', 'none', params)], batch,
+                              {'mode': 'zero_one'}, size,
+                              start=start_step * batch, cached=cached)
+      element = tf.data.make_one_shot_iterator(stream).get_next()
+      with tf.Session() as sess:
+        return np.concatenate([sess.run(element)['index']
+                               for _ in range(steps)])
+
+  def test_chunks_continue_one_stream(self):
+    files = self.source.files['unlabeled']
+    size = len(UNLABELED)   # 25 images, batches of 4: passes straddle batches
+    for cached in (False, True):
+      whole = self._indices(files, size, 4, 0, 25, cached=cached)  # 4 passes
+      chunked = np.concatenate([
+          self._indices(files, size, 4, start, stop - start, cached=cached)
+          for start, stop in ((0, 3), (3, 4), (4, 11), (11, 25))])
+      self.assertAllEqual(chunked, whole)
+      # Every pass is a permutation of the pool: each image once a pass.
+      for e in range(4):
+        self.assertAllEqual(np.sort(whole[e * size:(e + 1) * size]),
+                            UNLABELED)
+      # Passes are shuffled, and differently.
+      self.assertNotAllEqual(whole[:size], UNLABELED)
+      self.assertNotAllEqual(whole[:size], whole[size:2 * size])
+
+  def test_restarted_chunks_draw_every_image_equally(self):
+    """What train.py did before: a new pipeline per chunk from position 0
+    covered part of the pool; now E passes draw every image E times."""
+    files = self.source.files['unlabeled']
+    size = len(UNLABELED)
+    for cached in (False, True):
+      drawn = np.concatenate([
+          self._indices(files, size, 5, start, 2, buffer_size=8,
+                        cached=cached)
+          for start in range(0, 50, 2)])   # 25 chunks of 2 steps: 10 passes
+      counts = collections.Counter(drawn.tolist())
+      self.assertEqual(sorted(counts), UNLABELED)
+      self.assertEqual(set(counts.values()), {10})
+
+  def test_no_shuffle_keeps_file_order(self):
+    files = self.source.files['unlabeled']
+    for cached in (False, True):
+      drawn = self._indices(files, 25, 5, 3, 4, buffer_size=0, cached=cached)
+      self.assertAllEqual(drawn, (UNLABELED * 2)[15:35])
+
+  def test_train_input_fn_resumes_at_the_step(self):
+    """Every stream (labeled, unlabeled, proxy) of a pipeline built at step
+    k gives the batches a pipeline built at step 0 gives from step k on,
+    augmentation included."""
+    needs = InputNeeds(5, 'sesemi', unlabeled_ratio=1,
+                       unlabeled_views=('weak',), proxy='labeled',
+                       proxy_batch=2)
+
+    def batches(start_step, count):
+      with tf.Graph().as_default():
+        input_fn = inputs.train_input_fn(self.source, needs, PARAMS, seed=9,
+                                         start_step=start_step)
+        element = tf.data.make_one_shot_iterator(input_fn()).get_next()[0]
+        with tf.Session() as sess:
+          return [sess.run(element) for _ in range(count)]
+
+    whole = batches(0, 9)
+    resumed = batches(6, 3)
+    for a, b in zip(whole[6:], resumed):
+      self.assertEqual(sorted(a), sorted(b))
+      for key in a:
+        self.assertAllEqual(a[key], b[key], key)
+    self.assertNotIn('index', whole[0])
+
+  def test_shard_sizes(self):
+    self.assertEqual([inputs.shard_size(25, 2, i) for i in range(2)], [13, 12])
+    self.assertEqual(inputs.shard_size(25, 1, 0), 25)
+    self.assertEqual(inputs.unlabeled_count(self.source, False), 25)
+    self.assertEqual(inputs.unlabeled_count(self.source, True), 37)
+    same = self.source._replace(
+        files=dict(self.source.files, unlabeled=self.source.files['labeled']),
+        counts=dict(self.source.counts, unlabeled=12))
+    self.assertEqual(inputs.unlabeled_count(same, True), 12)
+
+  def test_sharded_streams_continue(self):
+    """With 2 shards, each shard's pipeline continues its own stream."""
+    needs = InputNeeds(3, 'none')
+
+    def ids(start_step, count, shard):
+      with tf.Graph().as_default():
+        input_fn = inputs.train_input_fn(
+            self.source, needs, PARAMS, seed=2, num_shards=2,
+            shard_index=shard, start_step=start_step)
+        element = tf.data.make_one_shot_iterator(input_fn()).get_next()[0]
+        with tf.Session() as sess:
+          return np.concatenate([_ids(sess.run(element)['image'])
+                                 for _ in range(count)])
+
+    for shard in range(2):
+      whole = ids(0, 6, shard)   # 3 passes over the shard's 6 images
+      self.assertAllEqual(np.concatenate([ids(0, 2, shard),
+                                          ids(2, 4, shard)]), whole)
+      self.assertEqual(set(collections.Counter(whole.tolist()).values()), {3})
+
+
 class EvalInputTest(InputsTestBase):
 
   def test_eval_covers_each_example_once(self):

@@ -775,7 +775,7 @@ class ReproducibilityTest(ReliabilityTestBase):
     params['seed'] = seed
     needs = algorithm.input_needs(params)
     input_fn = inputs.train_input_fn(source, needs, params,
-                                     seed=train_lib.input_seed(params, 0))
+                                     seed=train_lib.input_seed(params))
     with tf.Graph().as_default():
       features, _ = tf.data.make_one_shot_iterator(input_fn()).get_next()
       with tf.Session() as sess:
