@@ -15,6 +15,7 @@ import numpy as np
 import tensorflow.compat.v1 as tf
 
 from input_pipeline import records
+from input_pipeline import runtime
 from input_pipeline.errors import DataError
 
 INFO_FILE = 'dataset_info.json'
@@ -154,7 +155,7 @@ def _parse_shard(path, image_shape, num_classes, allow_unlabeled,
                               if count < len(expected_indices) else 'none'))
       count += 1
   except tf.errors.OpError as e:
-    raise DataError('corrupt shard %s: %s' % (path, e.message.split('\n')[0]))
+    raise DataError('corrupt shard %s: %s' % (path, runtime.error_line(e)))
   return count
 
 

@@ -518,22 +518,21 @@ def examples_to_arrays(examples, image_key='image', label_key='label',
 def tfds_offline():
   """Context in which tensorflow_datasets never contacts its GCS bucket.
 
-  tensorflow_datasets 3.2.1 looks up dataset metadata on GCS whenever a
-  dataset directory is absent, retrying for a long time without a network.
-  Inside this context that lookup is disabled.
+  tensorflow_datasets looks up dataset metadata on GCS whenever a dataset
+  directory is absent, retrying for a long time without a network. Inside
+  this context that lookup is disabled (the switch differs between tfds 3.2.1
+  and 4.x: input_pipeline/runtime.py).
   """
-  # pylint: disable=g-import-not-at-top
-  from tensorflow_datasets.core.utils import gcs_utils
-  saved = gcs_utils.is_gcs_disabled
-  gcs_utils.is_gcs_disabled = lambda: True
+  from input_pipeline import runtime  # pylint: disable=g-import-not-at-top
+  saved = runtime.disable_tfds_gcs()
   try:
     yield
   finally:
-    gcs_utils.is_gcs_disabled = saved
+    runtime.restore_tfds_gcs(saved)
 
 
 def read_tfds(name, data_dir):
-  """Reads an already-downloaded TFDS dataset (tensorflow_datasets 3.2.1).
+  """Reads an already-downloaded TFDS dataset (tensorflow_datasets 3.2.1 / 4.9).
 
   `name` is what `tfds.builder` takes (`cifar10`, `mnist:3.*.*`, ...);
   `data_dir` is the TFDS data directory. Nothing is downloaded. The splits

@@ -36,6 +36,7 @@ import numpy as np
 import tensorflow.compat.v1 as tf
 
 from input_pipeline import dataset_info
+from input_pipeline import runtime
 from input_pipeline import writer
 from input_pipeline.errors import DataError
 
@@ -137,7 +138,7 @@ def _iterate_records(paths):
         yield record
     except tf.errors.OpError as e:
       raise DataError('corrupt shard %s: %s'
-                      % (path, e.message.split('\n')[0]))
+                      % (path, runtime.error_line(e)))
 
 
 def _read_labels(dataset_dir, info, split):

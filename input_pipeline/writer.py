@@ -27,6 +27,7 @@ import tensorflow.compat.v1 as tf
 
 from input_pipeline import dataset_info
 from input_pipeline import records
+from input_pipeline import runtime
 from input_pipeline import zca as zca_lib
 from input_pipeline.errors import DataError
 
@@ -200,10 +201,9 @@ def atomic_directory(target, overwrite=False, what='directory',
     yield tmp
     replace_directory(tmp, target)
   except (OSError, tf.errors.OpError) as e:
-    detail = e.message if isinstance(e, tf.errors.OpError) else (
-        e.strerror or str(e))
-    raise DataError('cannot write %s %s: %s' % (what, target,
-                                                 detail.split('\n')[0]))
+    detail = runtime.error_line(e) if isinstance(e, tf.errors.OpError) else (
+        str(e.strerror or e).split('\n')[0])
+    raise DataError('cannot write %s %s: %s' % (what, target, detail))
   finally:
     if os.path.exists(tmp):
       shutil.rmtree(tmp, ignore_errors=True)

@@ -73,6 +73,8 @@ def quiet_tensorflow():
   deprecation._PRINT_DEPRECATION_WARNINGS = False  # pylint: disable=protected-access
   tf.get_logger().setLevel('ERROR')
   tf.get_logger().propagate = False
+  from input_pipeline import runtime  # pylint: disable=g-import-not-at-top
+  runtime.graph_mode()
 
 
 def run(main_fn, argv=None):

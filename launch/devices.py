@@ -33,6 +33,7 @@ import os
 from absl import flags
 import tensorflow.compat.v1 as tf
 
+from input_pipeline import runtime
 from launch import ascend
 from launch import cli
 from model_fns import spec
@@ -124,12 +125,9 @@ def resolve_device(device):
 
 
 def mkl_enabled():
-  """True for a TensorFlow build with MKL-DNN (intel-tensorflow)."""
-  try:
-    from tensorflow.python import pywrap_tensorflow  # pylint: disable=g-import-not-at-top
-    return bool(pywrap_tensorflow.IsMklEnabled())
-  except (ImportError, AttributeError):
-    return False
+  """True for a build that runs oneDNN / MKL-DNN kernels (intel-tensorflow
+  1.15, TF 2.x on x86)."""
+  return runtime.onednn_enabled()
 
 
 def session_config(opts):

@@ -27,6 +27,7 @@ import tensorflow.compat.v1 as tf
 from input_pipeline import augment
 from input_pipeline import preprocessing
 from input_pipeline import records
+from input_pipeline import runtime
 from input_pipeline import sources
 from input_pipeline.errors import DataError
 from launch import cli
@@ -77,7 +78,7 @@ def class_histogram(files, num_classes):
                           % (path, label, num_classes - 1))
         counts[label] += 1
     except tf.errors.OpError as e:
-      raise DataError('%s: unreadable records (%s)' % (path, e.message))
+      raise DataError('%s: unreadable records (%s)' % (path, runtime.error_line(e)))
   return counts
 
 

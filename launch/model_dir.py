@@ -15,6 +15,7 @@ import tempfile
 
 import tensorflow.compat.v1 as tf
 
+from input_pipeline import runtime
 from launch import cli
 
 
@@ -146,7 +147,7 @@ def write_failure(error):
       return '%s: %s' % (error.filename or 'a file', error.strerror)
     return None
   if isinstance(error, tf.errors.OpError):
-    line = (error.message or '').split('\n')[0].strip()
+    line = runtime.error_line(error)
     match = _WRITE_FAILURE_RE.search(line)
     if match:
       path = _TEMP_SUFFIX_RE.sub('', line[:match.start()].rstrip('; :'))

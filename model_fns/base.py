@@ -12,6 +12,7 @@ import collections
 
 import tensorflow.compat.v1 as tf
 
+from input_pipeline import runtime
 from model_fns import networks
 from model_fns import registry
 
@@ -72,7 +73,8 @@ class Model(object):
       if dropout > 0:
         embedding = tf.layers.dropout(embedding, rate=dropout,
                                       training=training)
-      return tf.layers.dense(embedding, units, name=name)
+      return tf.layers.dense(embedding, units, name=name,
+                             kernel_initializer=runtime.dense_initializer())
 
   def logits(self, images, training):
     """Class logits [B, num_classes]: embed -> dropout -> dense 'classifier'."""

@@ -23,6 +23,8 @@ import collections
 
 import tensorflow.compat.v1 as tf
 
+from input_pipeline import runtime
+
 BN_MOMENTS = 'bn_moments'
 
 BatchMoments = collections.namedtuple(
@@ -118,7 +120,7 @@ def batch_norm(x, training, momentum, epsilon=1e-3, name='bn', center=True,
     ValueError: `x` is not 2-D or 4-D or its channel count is unknown.
   """
   rank = x.shape.ndims
-  channels = x.shape[-1].value if rank else None
+  channels = runtime.dim(x.shape[-1]) if rank else None
   if rank not in (2, 4) or channels is None:
     raise ValueError('batch_norm %s: needs a 2-D or 4-D input with a known '
                      'channel count, got shape %s' % (name, x.shape))

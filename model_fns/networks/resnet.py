@@ -29,6 +29,7 @@ import math
 
 import tensorflow.compat.v1 as tf
 
+from input_pipeline import runtime
 from model_fns.networks import layers
 
 NAME = 'resnet'
@@ -77,7 +78,7 @@ def build(images, training, params):
         x0 = x
       y = conv(x, filters, 3, 'conv1', strides=strides)
       y = conv(bn_act(y, 'bn2'), filters, 3, 'conv2')
-      if x0.shape[-1].value != filters or strides != 1:
+      if runtime.dim(x0.shape[-1]) != filters or strides != 1:
         x0 = conv(x0, filters, 1, 'shortcut', strides=strides)
       return x0 + y
 
