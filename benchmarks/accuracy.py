@@ -1,35 +1,57 @@
-r"""Accuracy of algorithms at an equal labeled-image budget on Fashion-MNIST.
+r"""Convergence benchmark on Fashion-MNIST: accuracy, spread over seeds,
+time to accuracy, and a supervised ceiling on all 60,000 labels.
 
   python benchmarks/accuracy.py --data_dir=DATA --work_dir=runs/accuracy \
-      --labels=100,1000 --labeled_images=16000 \
+      --labels=100,1000 --seeds=1,2 [--label_seeds=100:1] \
+      --labeled_images=16000 \
       --algorithms=supervised,sesemi,mixmatch,realmix,fixmatch \
-      [--extra=--network=resnet,--filters=16] [--docs_dir=docs]
+      [--extra=--network=resnet,--filters=16] [--evals_per_run=20] \
+      [--ceiling] [--docs_dir=docs]
 
 Prepares Fashion-MNIST into DATA when it is missing (launch/prepare_data.py
 from --source_dir, Debian's dataset-fashion-mnist that setup.sh installs)
-and the splits fashion_mnist.1@LABELS-VALID. Then, for each label count and
-algorithm, trains from the algorithm's preset launch/configs/fmnist_ALGO.cfg
-plus --extra (the same for every run, e.g. the network) through
-launch/train.py, for ceil(labeled_images / labeled images a step) steps, and
-evaluates through launch/eval.py; both run as subprocesses. The labeled
-images a step are train.py's own count (launch/train.py images_per_step on
-the algorithm's InputNeeds; SESEMI's labeled batch is 6 x --batch_size).
+and the splits fashion_mnist.SEED@LABELS-VALID. Then, for each label count,
+seed and algorithm, trains from the algorithm's preset
+launch/configs/fmnist_ALGO.cfg plus --extra (the same for every run, e.g.
+the network) and --seed=SEED through launch/train.py, for
+ceil(labeled_images / labeled images a step) steps with --evals_per_run
+periodic validation evaluations, and evaluates through launch/eval.py; both
+run as subprocesses. The labeled images a step are train.py's own count
+(launch/train.py images_per_step on the algorithm's InputNeeds; SESEMI's
+labeled batch is 6 x --batch_size). Seeds: --seeds for every label count,
+--label_seeds=LABELS:SEED[:SEED...] overrides them for a label count.
+--ceiling (default on) adds one supervised run (preset fmnist_supervised,
+first seed) on the whole prepared training split, `fashion_mnist` (all
+60,000 labels, no validation part), at the same budget.
+
+Figures: the headline is test accuracy of the EMA model where the run keeps
+one, else of the raw model, untuned (launch/eval.py `headline`); "tuned"
+is the same model after eval.py's batch-norm re-estimation (its default
+--tune=stream). A cell over several seeds shows mean ± spread, the spread
+being the sample standard deviation over the seeds. "min to 80 %" / "min to
+85 %": wall minutes (training and its periodic evaluations, summed over
+sessions) until a periodic evaluation's validation accuracy (EMA where
+kept, else raw; the ceiling has no validation part: test) first reached
+80 % / 85 %; "-" when it never did; "(k/n)" when only k of n seeds did (the
+mean is over those).
 
 Resuming: a run whose eval_results.json is at its last step is not run
 again; an interrupted run resumes from its newest checkpoint (train.py does
 that), so running the same command again after a kill continues. A model
 directory trained with other params (another preset or --extra) is refused.
-Each run's wall time (training and evaluation, summed over sessions) is kept
-in MODEL_DIR/accuracy_timing.json.
+Each run's wall time (training and evaluation, summed over sessions), the
+wall time at each periodic evaluation and the TensorFlow runtime of each
+session are kept in MODEL_DIR/accuracy_timing.json.
 
-Writes DOCS_DIR/accuracy.md (the machine, the command, one table per label
-count) and, per label count, launch/report.py's plots and report.md in
-DOCS_DIR/accuracy/LABELS/ (written again when it is missing or older than an
-eval_results.json of that label count). Prints the tables and, as the last
-line, one JSON object with every figure.
+Writes DOCS_DIR/accuracy.md (the machine and runtime, the command, one
+table per label count, the ceiling) and, per label count, launch/report.py's
+plots and report.md in DOCS_DIR/accuracy/LABELS/ (written again when it is
+missing or older than an eval_results.json of that label count). Prints the
+tables and, as the last line, one JSON object with every figure.
 
-Layout: WORK_DIR/LABELS/ALGORITHM is a model directory, with its
-accuracy.log (the output of train.py and eval.py).
+Layout: WORK_DIR/LABELS/ALGORITHM_sSEED is a model directory, with its
+accuracy.log (the output of train.py and eval.py); the ceiling is
+WORK_DIR/all/supervised_sSEED.
 """
 
 import json
@@ -69,23 +91,38 @@ DOC_FILE = 'accuracy.md'
 REPORT_SUBDIR = 'accuracy'
 LOG_FILE = 'accuracy.log'
 TIMING_FILE = 'accuracy_timing.json'
+CEILING_ALGORITHM = 'supervised'
+CEILING_DIR = 'all'
 # Flags the script sets for every run; --extra may not set them.
 RESERVED = frozenset([
     'flagfile', 'algorithm', 'data_dir', 'dataset', 'model_dir', 'result',
     'labels', 'valid', 'train_steps', 'epochs', 'save_checkpoints_steps',
-    'log_every_steps',
+    'log_every_steps', 'seed',
 ])
 # train.py's progress line (launch/hooks.py ProgressHook).
 _RATE = re.compile(r'^step \d+/\d+\s+([\d.]+) labeled img/s\s+([\d.]+) img/s')
-# (JSON key, eval_results.json row, column) of the accuracy columns.
+# train.py's line after each periodic evaluation (train.format_metrics).
+_EVAL_LINE = re.compile(r'^step (\d+): (.*)$')
+_EVAL_METRIC = re.compile(r'(\w+) (accuracy|ema/accuracy) ([\d.]+)%')
+# Validation accuracy (%) whose first periodic evaluation is timed.
+THRESHOLDS = (80, 85)
+# (JSON key, eval_results.json row, column) of the accuracy figures kept.
 ACCURACIES = (
     ('test_raw', 'raw', 'test'), ('test_ema', 'ema', 'test'),
+    ('test_tuned_raw', 'tuned_raw', 'test'),
     ('test_tuned_ema', 'tuned_ema', 'test'), ('valid_raw', 'raw', 'valid'),
     ('valid_ema', 'ema', 'valid'), ('valid_tuned_ema', 'tuned_ema', 'valid'),
 )
-TABLE_HEADER = ['algorithm', 'steps', 'labeled a step', 'labeled images',
-                'test raw', 'test EMA', 'test tuned EMA', 'valid raw',
-                'valid EMA', 'valid tuned EMA', 'labeled img/s', 'wall min']
+# (header, JSON key) of the table's accuracy columns: the headline (EMA
+# where kept, else raw, untuned), its tuned value, then raw and EMA.
+TABLE_ACCURACIES = (
+    ('test', 'test'), ('test tuned', 'test_tuned'), ('valid', 'valid'),
+    ('valid tuned', 'valid_tuned'), ('test raw', 'test_raw'),
+    ('test EMA', 'test_ema'))
+TABLE_HEADER = (['algorithm', 'seeds', 'steps', 'labeled a step',
+                 'labeled images'] + [h for h, _ in TABLE_ACCURACIES] +
+                ['min to %d %%' % t for t in THRESHOLDS] +
+                ['labeled img/s', 'wall min'])
 
 
 def define_flags():
@@ -97,8 +134,16 @@ def define_flags():
   flags.DEFINE_string('work_dir', None, 'Model directories, WORK_DIR/LABELS/'
                       'ALGORITHM.')
   flags.DEFINE_list('labels', ['100', '1000'], 'Label counts (multiples of '
-                    '%d, one split fashion_mnist.%d@LABELS-VALID each).'
-                    % (NUM_CLASSES, SPLIT_SEED))
+                    '%d, one split fashion_mnist.SEED@LABELS-VALID per seed).'
+                    % NUM_CLASSES)
+  flags.DEFINE_list('seeds', [str(SPLIT_SEED)], 'Seeds of every label count: '
+                    'the split fashion_mnist.SEED@LABELS-VALID and train.py\'s '
+                    '--seed. Cells show mean ± spread over them.')
+  flags.DEFINE_list('label_seeds', [], 'LABELS:SEED[:SEED...] overriding '
+                    '--seeds for a label count, e.g. 100:1,1000:1:2.')
+  flags.DEFINE_bool('ceiling', True, 'Add a supervised run on all the '
+                    'training labels (the prepared dataset %s, no validation '
+                    'part) at the same budget, first seed.' % DATASET)
   flags.DEFINE_integer('valid', 5000, 'Validation images of every split.')
   flags.DEFINE_integer('labeled_images', None, 'Labeled images every run '
                        'trains on (steps = ceil(this / labeled a step)).')
@@ -122,6 +167,43 @@ def known_algorithms():
 
 def config_path(algorithm):
   return os.path.join(CONFIG_DIR, 'fmnist_%s.cfg' % algorithm)
+
+
+def _seed_list(texts, what):
+  seeds = []
+  for text in texts:
+    try:
+      seed = int(text)
+    except ValueError:
+      raise cli.UsageError('%s: %r is not an integer seed' % (what, text))
+    if seed < 0:
+      raise cli.UsageError('%s: seed %d is negative' % (what, seed))
+    seeds.append(seed)
+  if not seeds:
+    raise cli.UsageError('%s: no seed' % what)
+  if len(set(seeds)) != len(seeds):
+    raise cli.UsageError('%s repeats a seed: %s'
+                         % (what, ','.join(str(s) for s in seeds)))
+  return seeds
+
+
+def seeds_by_labels(flag_values, labels):
+  """{label count: [seeds]} from --seeds and --label_seeds."""
+  default = _seed_list(flag_values.seeds, '--seeds')
+  chosen = {count: default for count in labels}
+  for item in flag_values.label_seeds:
+    head, _, rest = item.partition(':')
+    try:
+      count = int(head)
+    except ValueError:
+      raise cli.UsageError('--label_seeds: %r is not LABELS:SEED[:SEED...]'
+                           % item)
+    if count not in chosen:
+      raise cli.UsageError('--label_seeds: %d is not one of --labels (%s)'
+                           % (count, ','.join(str(n) for n in labels)))
+    chosen[count] = _seed_list(rest.split(':') if rest else [],
+                               '--label_seeds (%d)' % count)
+  return chosen
 
 
 def check_flags(flag_values):
@@ -168,11 +250,21 @@ def check_flags(flag_values):
     name = arg[2:].split('=')[0]
     if name in RESERVED or (name.startswith('no') and name[2:] in RESERVED):
       raise cli.UsageError('--extra: %s is set by the script' % arg)
+  if flag_values.ceiling and CEILING_ALGORITHM not in known:
+    raise cli.UsageError('--ceiling needs launch/configs/fmnist_%s.cfg'
+                         % CEILING_ALGORITHM)
+  seeds_by_labels(flag_values, labels)
   return labels, list(flag_values.algorithms), list(flag_values.extra)
 
 
-def split_name(labels, valid):
-  return splits_lib.format_split_name(DATASET, SPLIT_SEED, labels, valid)
+def split_name(labels, valid, seed=SPLIT_SEED):
+  return splits_lib.format_split_name(DATASET, seed, labels, valid)
+
+
+def run_dir(work_dir, labels, algorithm, seed):
+  """WORK_DIR/LABELS/ALGORITHM_sSEED (labels None: the ceiling's)."""
+  return os.path.join(work_dir, CEILING_DIR if labels is None else str(labels),
+                      '%s_s%d' % (algorithm, seed))
 
 
 def _hparam_flag_values():
@@ -195,7 +287,8 @@ def _hparam_flag_values():
 
 
 def resolve_run(algorithm, extra, info, data_dir, dataset):
-  """(params, labeled images a step) of a run, as train.py resolves them.
+  """(params, labeled images a step, keys set by the preset or --extra) of
+  a run, as train.py resolves them.
 
   The preset and --extra are resolved into params exactly as train.py does
   (defaults < flagfile < explicit flags; train.py's other flags in them are
@@ -217,7 +310,16 @@ def resolve_run(algorithm, extra, info, data_dir, dataset):
     raise cli.UsageError('%s (preset %s with --extra): %s'
                          % (algorithm, os.path.relpath(config_path(algorithm),
                                                        ROOT), e))
-  return params, train_lib.images_per_step(needs)[0]
+  return params, train_lib.images_per_step(needs)[0], (
+      params_lib.explicit_keys(values))
+
+
+def run_params(resolved, steps, seed):
+  """The params train.py resolves for a run of `steps` steps with --seed:
+  `resolve_run`'s, with the length and the ramps scaled to it."""
+  params, _, explicit = resolved
+  params = dict(params, seed=seed, train_steps=steps)
+  return params_lib.scale_schedules(params, explicit | {'seed'})
 
 
 def _say(text):
@@ -225,8 +327,31 @@ def _say(text):
   sys.stdout.flush()
 
 
+def runtime():
+  """The TensorFlow runtime this script and its subprocesses use."""
+  return 'tensorflow %s, python %s (%s)' % (
+      tf.__version__, platform.python_version(), sys.executable)
+
+
+def parse_eval_line(line):
+  """{'step', 'part', 'accuracy', 'ema_accuracy'} of train.py's line after
+  a periodic evaluation ('step 120: valid accuracy 81.20%  valid
+  ema/accuracy 82.00%'; accuracies in %), else None."""
+  match = _EVAL_LINE.match(line.strip())
+  if not match:
+    return None
+  found = {'step': int(match.group(1)), 'part': None, 'accuracy': None,
+           'ema_accuracy': None}
+  for part, name, value in _EVAL_METRIC.findall(match.group(2)):
+    found['part'] = part
+    found['ema_accuracy' if name.startswith('ema') else 'accuracy'] = float(
+        value)
+  return found if found['accuracy'] is not None else None
+
+
 class Timer(object):
-  """Wall seconds of a run, summed over sessions in MODEL_DIR/TIMING_FILE.
+  """Wall seconds of a run, summed over sessions in MODEL_DIR/TIMING_FILE,
+  with the wall seconds at each periodic evaluation and the runtimes used.
 
   Saved at every output line of the run's commands, so a killed session
   loses only the time since its last line.
@@ -234,7 +359,12 @@ class Timer(object):
 
   def __init__(self, model_dir):
     self._path = os.path.join(model_dir, TIMING_FILE)
-    self.seconds = read_seconds(model_dir)
+    timing = read_timing(model_dir)
+    self.seconds = timing['seconds']
+    self.evals = timing['evals']
+    self.runtimes = timing['runtimes']
+    if runtime() not in self.runtimes:
+      self.runtimes.append(runtime())
     self._start = None
     self._base = self.seconds
 
@@ -242,18 +372,40 @@ class Timer(object):
     self._start = time.time()
     self._base = self.seconds
 
-  def tick(self):
+  def tick(self, line=''):
     self.seconds = self._base + time.time() - self._start
+    found = parse_eval_line(line)
+    if found and all(e['step'] != found['step'] for e in self.evals):
+      self.evals.append(dict(found, seconds=round(self.seconds, 1)))
     model_dir_lib.write_atomic(self._path, json.dumps(
-        {'seconds': round(self.seconds, 1)}) + '\n')
+        {'seconds': round(self.seconds, 1), 'evals': self.evals,
+         'runtimes': self.runtimes}) + '\n')
+
+
+def read_timing(model_dir):
+  """{'seconds', 'evals', 'runtimes'} of MODEL_DIR/TIMING_FILE."""
+  timing = {'seconds': 0., 'evals': [], 'runtimes': []}
+  path = os.path.join(model_dir, TIMING_FILE)
+  if os.path.exists(path):
+    with open(path) as f:
+      timing.update(json.load(f))
+  timing['seconds'] = float(timing['seconds'])
+  return timing
 
 
 def read_seconds(model_dir):
-  path = os.path.join(model_dir, TIMING_FILE)
-  if not os.path.exists(path):
-    return 0.
-  with open(path) as f:
-    return float(json.load(f)['seconds'])
+  return read_timing(model_dir)['seconds']
+
+
+def minutes_to(evals, threshold):
+  """Wall minutes at the first periodic evaluation whose accuracy (EMA
+  where reported, else raw) reached `threshold` %, else None."""
+  for e in sorted(evals, key=lambda e: e['step']):
+    value = e['ema_accuracy'] if e.get('ema_accuracy') is not None else (
+        e['accuracy'])
+    if value is not None and value >= threshold:
+      return round(e['seconds'] / 60., 1)
+  return None
 
 
 def run_command(args, log_path, what, timer=None):
@@ -278,7 +430,7 @@ def run_command(args, log_path, what, timer=None):
       if line.startswith('error:'):
         errors.append(line.strip())
       if timer:
-        timer.tick()
+        timer.tick(line)
     code = process.wait()
     if timer:
       timer.tick()
@@ -337,8 +489,10 @@ def check_saved_params(model_dir, params):
                                  for k in diff)))
 
 
-def run_one(algorithm, labels, steps, extra, data_dir, model_dir, params):
-  """Trains and evaluates one run unless it is done."""
+def run_one(algorithm, labels, steps, extra, data_dir, model_dir, params,
+            seed, dataset):
+  """Trains and evaluates one run unless it is done (labels None: the
+  ceiling)."""
   check_saved_params(model_dir, params)
   results = read_results(model_dir)
   if results and results['step'] == steps:
@@ -354,20 +508,22 @@ def run_one(algorithm, labels, steps, extra, data_dir, model_dir, params):
   timer = Timer(model_dir)
   python = sys.executable
   every = int(math.ceil(steps / FLAGS.evals_per_run))
-  _say('%d labels, %s: training %d steps%s (log %s)' % (
-      labels, algorithm, steps, ', resuming' if checkpoint else '', log_path))
+  what = '%s labels, %s, seed %d' % ('all' if labels is None else labels,
+                                     algorithm, seed)
+  _say('%s: training %d steps%s (log %s)' % (
+      what, steps, ', resuming' if checkpoint else '', log_path))
   run_command(
       [python, os.path.join(ROOT, 'launch', 'train.py'),
        '--flagfile=' + config_path(algorithm), '--data_dir=' + data_dir,
-       '--dataset=' + split_name(labels, FLAGS.valid),
+       '--dataset=' + dataset, '--seed=%d' % seed,
        '--model_dir=' + model_dir, '--train_steps=%d' % steps,
        '--save_checkpoints_steps=%d' % every,
        '--log_every_steps=%d' % max(1, steps // 10)] + extra,
-      log_path, 'launch/train.py (%d labels, %s)' % (labels, algorithm), timer)
-  _say('%d labels, %s: evaluating' % (labels, algorithm))
+      log_path, 'launch/train.py (%s)' % what, timer)
+  _say('%s: evaluating' % what)
   run_command([python, os.path.join(ROOT, 'launch', 'eval.py'),
                '--model_dir=' + model_dir], log_path,
-              'launch/eval.py (%d labels, %s)' % (labels, algorithm), timer)
+              'launch/eval.py (%s)' % what, timer)
 
 
 def labeled_rate(log_path):
@@ -379,17 +535,61 @@ def labeled_rate(log_path):
   return round(statistics.median(rates), 1) if rates else None
 
 
-def summary(algorithm, labels, steps, per_step, model_dir):
-  """One table row as a dict, from the run's eval_results.json and log."""
+def summary(algorithm, labels, steps, per_step, model_dir, seed):
+  """One run's figures as a dict, from its eval_results.json, log and
+  timing file."""
   results = read_results(model_dir)
   rows = results['results']
-  row = {'algorithm': algorithm, 'labels': labels, 'step': results['step'],
-         'steps': steps, 'labeled_per_step': per_step,
-         'labeled_images': steps * per_step, 'model_dir': model_dir}
+  top = results.get('headline') or eval_lib.headline(results)
+  row = {'algorithm': algorithm, 'labels': labels, 'seed': seed,
+         'step': results['step'], 'steps': steps,
+         'labeled_per_step': per_step, 'labeled_images': steps * per_step,
+         'model_dir': model_dir, 'headline_row': top['row'],
+         'tune': (results.get('tune') or {}).get('mode')}
+  for column in ('test', 'valid'):
+    row[column] = (rows.get(top['row']) or {}).get(column)
+    row[column + '_tuned'] = (rows.get('tuned_' + top['row']) or {}).get(
+        column)
   for key, name, column in ACCURACIES:
     row[key] = (rows.get(name) or {}).get(column)
+  timing = read_timing(model_dir)
+  for threshold in THRESHOLDS:
+    row['minutes_to_%d' % threshold] = minutes_to(timing['evals'], threshold)
+  row['evals'] = timing['evals']
+  row['runtimes'] = timing['runtimes']
   row['labeled_img_per_s'] = labeled_rate(os.path.join(model_dir, LOG_FILE))
-  row['wall_minutes'] = round(read_seconds(model_dir) / 60., 1)
+  row['wall_minutes'] = round(timing['seconds'] / 60., 1)
+  return row
+
+
+def spread(values):
+  """(mean, sample standard deviation or None) of the non-None values;
+  (None, None) when there are none."""
+  values = [v for v in values if v is not None]
+  if not values:
+    return None, None
+  mean = statistics.mean(values)
+  return mean, statistics.stdev(values) if len(values) > 1 else None
+
+
+def cell(runs):
+  """One table row (a dict) over the seeds of one algorithm: each figure's
+  mean and spread, and the seeds' runs."""
+  first = runs[0]
+  row = {key: first[key] for key in ('algorithm', 'labels', 'steps',
+                                     'labeled_per_step', 'labeled_images')}
+  row['seeds'] = [r['seed'] for r in runs]
+  keys = ([key for _, key in TABLE_ACCURACIES] + [k for k, _, _ in ACCURACIES]
+          + ['minutes_to_%d' % t for t in THRESHOLDS] +
+          ['labeled_img_per_s', 'wall_minutes'])
+  for key in sorted(set(keys)):
+    mean, std = spread(r[key] for r in runs)
+    row[key] = mean
+    row[key + '_spread'] = std
+  for threshold in THRESHOLDS:
+    key = 'minutes_to_%d' % threshold
+    row[key + '_reached'] = sum(r[key] is not None for r in runs)
+  row['runs'] = runs
   return row
 
 
@@ -399,15 +599,33 @@ def _cell(value):
   return '%.2f' % value if isinstance(value, float) else str(value)
 
 
+def _mean_cell(row, key, digits=2):
+  value, std = row[key], row.get(key + '_spread')
+  if value is None:
+    return '-'
+  text = '%.*f' % (digits, value)
+  if std is not None:
+    text += ' ± %.*f' % (digits, std)
+  return text
+
+
 def table(rows):
-  """Markdown lines of one label count's table."""
+  """Markdown lines of one table (rows from `cell`)."""
   lines = ['| ' + ' | '.join(TABLE_HEADER) + ' |',
-           '|' + '|'.join([' --- '] + [' ---: '] * (len(TABLE_HEADER) - 1))
+           '|' + '|'.join([' --- '] * 2 + [' ---: '] * (len(TABLE_HEADER) - 2))
            + '|']
   for r in rows:
-    cells = [r['algorithm'], str(r['steps']), str(r['labeled_per_step']),
+    cells = [r['algorithm'], ','.join(str(s) for s in r['seeds']),
+             str(r['steps']), str(r['labeled_per_step']),
              str(r['labeled_images'])]
-    cells += [_cell(r[key]) for key, _, _ in ACCURACIES]
+    cells += [_mean_cell(r, key) for _, key in TABLE_ACCURACIES]
+    for threshold in THRESHOLDS:
+      key = 'minutes_to_%d' % threshold
+      text = _mean_cell(r, key, digits=1)
+      reached, total = r[key + '_reached'], len(r['seeds'])
+      if reached and reached < total:
+        text += ' (%d/%d)' % (reached, total)
+      cells.append(text)
     rate = r['labeled_img_per_s']
     cells += ['-' if rate is None else '%.1f' % rate,
               '%.1f' % r['wall_minutes']]
@@ -433,7 +651,7 @@ def make_report(labels, algorithms, model_dirs, output_dir, log_path):
 
 
 def machine():
-  """One line describing the machine and the TensorFlow build."""
+  """One line describing the machine and the TensorFlow runtime."""
   model, cpu_flags = platform.processor() or '?', set()
   try:
     with open('/proc/cpuinfo') as f:
@@ -448,10 +666,9 @@ def machine():
   except (IOError, OSError, ValueError, IndexError):
     memory = None
   features = '/'.join(f.upper() for f in ('avx2', 'fma') if f in cpu_flags)
-  return '%s, %d cores%s%s; Python %s, tensorflow %s' % (
+  return '%s, %d cores%s%s; runtime: %s' % (
       model, os.cpu_count(), ' (%s)' % features if features else '',
-      ', %.0f GiB' % memory if memory else '', platform.python_version(),
-      tf.__version__)
+      ', %.0f GiB' % memory if memory else '', runtime())
 
 
 def command_line():
@@ -459,36 +676,56 @@ def command_line():
   return ' '.join(['python', script] + [shlex.quote(a) for a in sys.argv[1:]])
 
 
-def document(by_labels, extra, start_load):
+def document(by_labels, ceiling, extra, start_load):
   """The text of accuracy.md."""
+  runtimes = sorted(set(t for _, rows in by_labels + [(None, ceiling or [])]
+                        for r in rows for run in r['runs']
+                        for t in run['runtimes']))
   lines = [
-      '# Accuracy at an equal labeled-image budget', '',
+      '# Convergence on Fashion-MNIST', '',
       'Generated by `benchmarks/accuracy.py`; do not edit by hand.', '',
       'Machine: %s. Load average (1 min) when the command started: %.2f, '
       'when it wrote this file: %.2f.' % (machine(), start_load,
                                           os.getloadavg()[0]), '',
+      'Runtimes of the runs: %s.' % ('; '.join(runtimes) or '-'), '',
       'Command (from the repository root; run again, it resumes):', '',
       '    ' + command_line(), '',
       'Every run trains from its preset `launch/configs/fmnist_ALGORITHM.cfg` '
-      'with `%s` added, on `%s`, for ceil(%d / labeled images a step) steps '
-      '(train.py\'s count: SESEMI\'s labeled batch is 6 × --batch_size), then '
-      'is evaluated by `launch/eval.py`. Accuracy in %% on the %s test set and '
-      'the validation images; "tuned" re-estimates the batch-norm statistics '
-      '(eval.py). Labeled img/s: the median of train.py\'s progress lines; '
-      'wall min: training and evaluation, summed over sessions.'
-      % (' '.join(extra) or 'nothing', '%s.%d@LABELS-%d' % (
-          DATASET, SPLIT_SEED, FLAGS.valid), FLAGS.labeled_images, DATASET),
+      'with `%s` and `--seed=SEED` added, on `%s`, for ceil(%d / labeled '
+      'images a step) steps (train.py\'s count: SESEMI\'s labeled batch is '
+      '6 × --batch_size) with %d periodic validation evaluations, then is '
+      'evaluated by `launch/eval.py`. Accuracy in %%. "test" / "valid" is the '
+      'headline: the EMA model where the run keeps one, else the raw model, '
+      'untuned; "tuned" is that model after eval.py\'s batch-norm '
+      're-estimation (`--tune=stream`: BN updates on the training stream, as '
+      'libml). Over several seeds a cell is mean ± sample standard deviation. '
+      '"min to 80 %%" / "min to 85 %%": wall minutes until a periodic '
+      'evaluation\'s validation accuracy (EMA where kept, else raw) first '
+      'reached it ("(k/n)": k of n seeds did; the mean is theirs). Labeled '
+      'img/s: the median of train.py\'s progress lines; wall min: training '
+      'and evaluation, summed over sessions.'
+      % (' '.join(extra) or 'nothing', '%s.SEED@LABELS-%d' % (
+          DATASET, FLAGS.valid), FLAGS.labeled_images, FLAGS.evals_per_run),
       '']
   for labels, rows in by_labels:
     link = '%s/%d/report.md' % (REPORT_SUBDIR, labels)
-    lines += ['## %d labels (`%s`)' % (labels, split_name(labels, FLAGS.valid)),
-              '']
+    lines += ['## %d labels (`%s`)' % (labels, split_name(
+        labels, FLAGS.valid, rows[0]['seeds'][0]) if len(
+            rows[0]['seeds']) == 1 else '%s.SEED@%d-%d' % (
+                DATASET, labels, FLAGS.valid)), '']
     lines += table(rows)
     lines += ['', 'Plots (losses, learning rate, validation accuracy against '
               'steps, test confusion matrices) and the full evaluation '
               'tables: [%s](%s).' % (link, link), '',
               '![accuracy, %d labels](%s/%d/accuracy.png)'
               % (labels, REPORT_SUBDIR, labels), '']
+  if ceiling:
+    lines += ['## Ceiling: %s on all %d training labels (`%s`)' % (
+        CEILING_ALGORITHM, ceiling[0]['labels'], DATASET), '',
+              'No validation part: "valid" is empty and the times to '
+              'accuracy use the periodic test evaluations.', '']
+    lines += table(ceiling)
+    lines.append('')
   return '\n'.join(lines)
 
 
@@ -496,15 +733,18 @@ def main(argv):
   del argv
   start_load = os.getloadavg()[0]
   label_counts, algorithms, extra = check_flags(FLAGS)
+  seeds = seeds_by_labels(FLAGS, label_counts)
   data_dir = cli.resolve_path(FLAGS.data_dir)
   work_dir = cli.resolve_path(FLAGS.work_dir)
   docs_dir = cli.resolve_path(FLAGS.docs_dir)
   os.makedirs(work_dir, exist_ok=True)
   os.makedirs(data_dir, exist_ok=True)
-  info = prepare_data(data_dir, [split_name(n, FLAGS.valid)
-                                       for n in label_counts], work_dir)
+  info = prepare_data(data_dir, [split_name(n, FLAGS.valid, seed)
+                                 for n in label_counts for seed in seeds[n]],
+                      work_dir)
+  first = label_counts[0]
   resolved = {a: resolve_run(a, extra, info, data_dir, split_name(
-      label_counts[0], FLAGS.valid)) for a in algorithms}
+      first, FLAGS.valid, seeds[first][0])) for a in algorithms}
   per_step = {a: resolved[a][1] for a in algorithms}
   steps = {a: int(math.ceil(FLAGS.labeled_images / per_step[a]))
            for a in algorithms}
@@ -512,26 +752,56 @@ def main(argv):
     _say('%s: %d labeled images a step, %d steps' % (a, per_step[a], steps[a]))
   by_labels = []
   for labels in label_counts:
-    model_dirs = [os.path.join(work_dir, str(labels), a) for a in algorithms]
-    for a, d in zip(algorithms, model_dirs):
-      run_one(a, labels, steps[a], extra, data_dir, d, resolved[a][0])
+    model_dirs, names, rows = [], [], []
+    for a in algorithms:
+      runs = []
+      for seed in seeds[labels]:
+        d = run_dir(work_dir, labels, a, seed)
+        run_one(a, labels, steps[a], extra, data_dir, d,
+                run_params(resolved[a], steps[a], seed), seed,
+                split_name(labels, FLAGS.valid, seed))
+        model_dirs.append(d)
+        names.append(a if len(seeds[labels]) == 1 else '%s_s%d' % (a, seed))
+        runs.append(summary(a, labels, steps[a], per_step[a], d, seed))
+      rows.append(cell(runs))
     output_dir = os.path.join(docs_dir, REPORT_SUBDIR, str(labels))
     if report_is_stale(output_dir, model_dirs):
       _say('%d labels: report in %s' % (labels, output_dir))
-      make_report(labels, algorithms, model_dirs, output_dir,
+      make_report(labels, names, model_dirs, output_dir,
                   os.path.join(work_dir, str(labels), 'report.log'))
-    by_labels.append((labels, [summary(a, labels, steps[a], per_step[a], d)
-                               for a, d in zip(algorithms, model_dirs)]))
+    by_labels.append((labels, rows))
+  ceiling = None
+  if FLAGS.ceiling:
+    a, seed = CEILING_ALGORITHM, seeds[first][0]
+    ceiling_run = resolve_run(a, extra, info, data_dir, DATASET)
+    ceiling_per_step = ceiling_run[1]
+    ceiling_steps = int(math.ceil(FLAGS.labeled_images / ceiling_per_step))
+    d = run_dir(work_dir, None, a, seed)
+    run_one(a, None, ceiling_steps, extra, data_dir, d,
+            run_params(ceiling_run, ceiling_steps, seed), seed, DATASET)
+    all_labels = int(info['splits']['train']['count'])
+    ceiling = [cell([summary(a, all_labels, ceiling_steps, ceiling_per_step,
+                             d, seed)])]
   os.makedirs(docs_dir, exist_ok=True)
   doc_path = os.path.join(docs_dir, DOC_FILE)
-  model_dir_lib.write_atomic(doc_path, document(by_labels, extra, start_load))
+  model_dir_lib.write_atomic(doc_path, document(by_labels, ceiling, extra,
+                                                start_load))
   for labels, rows in by_labels:
     _say('\n%d labels:' % labels)
     _say('\n'.join(table(rows)))
+  if ceiling:
+    _say('\nceiling (%s, all labels):' % CEILING_ALGORITHM)
+    _say('\n'.join(table(ceiling)))
   _say('wrote %s' % doc_path)
   _say(json.dumps({'labeled_images': FLAGS.labeled_images,
-                   'labels': label_counts, 'extra': extra, 'doc': doc_path,
-                   'runs': [r for _, rows in by_labels for r in rows]}))
+                   'labels': label_counts,
+                   'seeds': {str(n): seeds[n] for n in label_counts},
+                   'extra': extra, 'doc': doc_path, 'runtime': runtime(),
+                   'cells': [dict(r, runs=None) for _, rows in by_labels
+                             for r in rows],
+                   'runs': [run for _, rows in by_labels for r in rows
+                            for run in r['runs']],
+                   'ceiling': ceiling[0]['runs'][0] if ceiling else None}))
 
 
 if __name__ == '__main__':

@@ -7,7 +7,8 @@ Each algorithm trains from its Fashion-MNIST preset (launch/configs/
 fmnist_ALGORITHM.cfg) with the same network and the same number of steps,
 through the real entry points (launch/train.py, launch/eval.py, as
 subprocesses), then the evaluation table is read back. Prints a Markdown table
-of test accuracy (raw and EMA) and the steady-state labeled img/s of
+of test accuracy (the headline: EMA where kept, else raw, untuned; its tuned
+value; raw and EMA) and the steady-state labeled img/s of
 training (mean of the progress lines after the first), and as its last line
 one JSON object with the same figures. A finished run is not trained again,
 so the script resumes where it stopped.
@@ -85,9 +86,14 @@ def _summary(algorithm, results, log_path):
         rates.append((float(match.group(1)), float(match.group(2))))
   steady = rates[1:] or rates
   rows = results['results']
+  # The headline (launch/eval.py): the EMA model where kept, else raw,
+  # untuned; "tuned" is the same model after eval.py's re-estimation.
+  top = 'ema' if 'ema' in rows else 'raw'
   return {
       'algorithm': algorithm,
       'step': results['step'],
+      'test': rows[top]['test'],
+      'test_tuned': rows.get('tuned_' + top, {}).get('test'),
       'test_raw': rows['raw']['test'],
       'test_ema': rows.get('ema', {}).get('test'),
       'test_tuned_ema': rows.get('tuned_ema', {}).get('test'),
@@ -103,17 +109,18 @@ def main(argv):
   if not FLAGS.data_dir or not FLAGS.work_dir:
     sys.exit('--data_dir and --work_dir are required')
   summaries = [compare_one(a) for a in FLAGS.algorithms]
-  print('| algorithm | steps | test raw % | test EMA % | tuned EMA % | '
-        'labeled img/s | img/s |')
-  print('| --- | --- | --- | --- | --- | --- | --- |')
+  print('| algorithm | steps | test % | test tuned % | test raw % | '
+        'test EMA % | tuned EMA % | labeled img/s | img/s |')
+  print('| --- | --- | --- | --- | --- | --- | --- | --- | --- |')
 
   def cell(value):
     return '-' if value is None else '%.2f' % value if isinstance(
         value, float) else str(value)
 
   for s in summaries:
-    print('| %s | %d | %s | %s | %s | %s | %s |' % (
-        s['algorithm'], s['step'], cell(s['test_raw']), cell(s['test_ema']),
+    print('| %s | %d | %s | %s | %s | %s | %s | %s | %s |' % (
+        s['algorithm'], s['step'], cell(s['test']), cell(s['test_tuned']),
+        cell(s['test_raw']), cell(s['test_ema']),
         cell(s['test_tuned_ema']), cell(s['labeled_img_per_s']),
         cell(s['img_per_s'])))
   print(json.dumps({'dataset': FLAGS.dataset, 'train_steps': FLAGS.train_steps,

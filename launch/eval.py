@@ -324,9 +324,13 @@ def describe(results):
   """Lines under the table: the headline and how "tuned" was computed."""
   top = results.get('headline') or headline(results)
   value = top['accuracy']
-  lines = ['headline: %s accuracy of the %s model, untuned: %s'
+  tuned = (results['results'].get('tuned_' + top['row']) or {}).get(
+      top['column'])
+  lines = ['headline: %s accuracy of the %s model, untuned: %s%s'
            % (top['column'], 'EMA' if top['row'] == 'ema' else 'raw',
-              '-' if value is None else '%.2f%%' % value)]
+              '-' if value is None else '%.2f%%' % value,
+              '' if tuned is None else ' (tuned_%s: %.2f%%)' % (top['row'],
+                                                                 tuned))]
   tune = results.get('tune')
   if not tune:
     lines.append('tuned rows: not computed')

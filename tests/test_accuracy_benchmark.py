@@ -4,9 +4,13 @@ A tiny 10-class dataset named fashion_mnist (8x8x1) is prepared in a
 temporary DATA, so the script prepares only the split and no real
 Fashion-MNIST is read. Two algorithms train on a tiny network for a budget
 of 50 labeled images: supervised takes --batch_size=4 labeled images a step
-(13 steps, 52 images), SESEMI 6 x 4 = 24 (3 steps, 72 images). The table in
-accuracy.md must hold eval_results.json's figures, the report's PNGs must
-decode, and a second invocation must train and evaluate nothing.
+(13 steps, 52 images), SESEMI 6 x 4 = 24 (3 steps, 72 images), plus the
+supervised ceiling on the whole (60-image) training split. The table in
+accuracy.md must hold eval_results.json's figures (the headline: EMA,
+untuned, with the tuned value beside it), the time to accuracy must come
+from the periodic evaluations, the report's PNGs must decode, and a second
+invocation must train and evaluate nothing. Aggregation over seeds (mean ±
+spread) is tested in-process.
 """
 
 import json
@@ -33,12 +37,14 @@ N_TEST = 20
 PER_STEP = {'supervised': BATCH, 'sesemi': 6 * BATCH}
 EXTRA = ('--extra=--network=resnet,--filters=4,--repeat=1,--scales=1,'
          '--batch_size=%d,--ema_decay=0.5' % BATCH)
-ACCURACY_COLUMNS = (('test raw', 'raw', 'test'), ('test EMA', 'ema', 'test'),
-                    ('test tuned EMA', 'tuned_ema', 'test'),
-                    ('valid raw', 'raw', 'valid'),
-                    ('valid EMA', 'ema', 'valid'),
-                    ('valid tuned EMA', 'tuned_ema', 'valid'))
+# The runs keep an EMA (--ema_decay=0.5): the headline is the EMA model's.
+ACCURACY_COLUMNS = (('test', 'ema', 'test'), ('test tuned', 'tuned_ema', 'test'),
+                    ('valid', 'ema', 'valid'),
+                    ('valid tuned', 'tuned_ema', 'valid'),
+                    ('test raw', 'raw', 'test'), ('test EMA', 'ema', 'test'))
 HEADING = '## %d labels (`fashion_mnist.1@%d-%d`)' % (LABELS, LABELS, VALID)
+CEILING_HEADING = ('## Ceiling: supervised on all 60 training labels '
+                   '(`fashion_mnist`)')
 
 
 def run_script(*args):
@@ -105,8 +111,8 @@ class AccuracyBenchmarkTest(tf.test.TestCase):
     shutil.rmtree(cls.work, ignore_errors=True)
     super(AccuracyBenchmarkTest, cls).tearDownClass()
 
-  def model_dir(self, algorithm):
-    return os.path.join(self.runs, str(LABELS), algorithm)
+  def model_dir(self, algorithm, labels=str(LABELS)):
+    return os.path.join(self.runs, labels, algorithm + '_s1')
 
   def results(self, algorithm):
     with open(os.path.join(self.model_dir(algorithm),
@@ -119,6 +125,7 @@ class AccuracyBenchmarkTest(tf.test.TestCase):
     for algorithm, per_step in PER_STEP.items():
       steps = math.ceil(BUDGET / per_step)
       row = table[algorithm]
+      self.assertEqual(row['seeds'], '1')
       self.assertEqual(int(row['steps']), steps)
       self.assertEqual(int(row['labeled a step']), per_step)
       self.assertEqual(int(row['labeled images']), steps * per_step)
@@ -143,8 +150,12 @@ class AccuracyBenchmarkTest(tf.test.TestCase):
         self.assertEqual(table[algorithm][header],
                          '%.2f' % rows[row][column], (algorithm, header))
       json_row = by_algorithm[algorithm]
+      self.assertEqual(json_row['test'], rows['ema']['test'])
+      self.assertEqual(json_row['test_tuned'], rows['tuned_ema']['test'])
       self.assertEqual(json_row['test_tuned_ema'], rows['tuned_ema']['test'])
       self.assertEqual(json_row['valid_raw'], rows['raw']['valid'])
+      self.assertEqual(json_row['tune'], 'stream')
+      self.assertEqual(json_row['runtimes'], [summary['runtime']])
       # Labeled img/s: the median of train.py's progress lines.
       with open(os.path.join(self.model_dir(algorithm), 'accuracy.log')) as f:
         rates = [float(line.split()[2]) for line in f
@@ -158,9 +169,54 @@ class AccuracyBenchmarkTest(tf.test.TestCase):
       self.assertGreater(seconds, 0)
       self.assertEqual(table[algorithm]['wall min'], '%.1f' % (seconds / 60))
     # The tables are printed too.
-    self.assertIn('| supervised | %d | %d |' % (math.ceil(BUDGET / BATCH),
-                                                BATCH), self.first.stdout)
+    self.assertIn('| supervised | 1 | %d | %d |' % (math.ceil(BUDGET / BATCH),
+                                                    BATCH), self.first.stdout)
     self.assertIn('--labeled_images=%d' % BUDGET, self.markdown)
+    # The runtime that ran them is recorded.
+    self.assertIn('tensorflow %s' % tf.__version__, self.markdown)
+    self.assertIn('tensorflow %s' % tf.__version__, summary['runtime'])
+
+  def test_time_to_accuracy_from_the_periodic_evaluations(self):
+    table = markdown_table(self.markdown, HEADING)
+    for algorithm in PER_STEP:
+      with open(os.path.join(self.model_dir(algorithm),
+                             'accuracy_timing.json')) as f:
+        timing = json.load(f)
+      # --evals_per_run=1: one periodic evaluation, at the last step, as
+      # train.py printed it.
+      self.assertLen(timing['evals'], 1)
+      evaluation = timing['evals'][0]
+      self.assertEqual(evaluation['step'], math.ceil(BUDGET /
+                                                     PER_STEP[algorithm]))
+      self.assertEqual(evaluation['part'], 'valid')
+      with open(os.path.join(self.model_dir(algorithm), 'accuracy.log')) as f:
+        self.assertIn('step %d: valid accuracy %.2f%%  valid ema/accuracy '
+                      '%.2f%%' % (evaluation['step'], evaluation['accuracy'],
+                                  evaluation['ema_accuracy']), f.read())
+      self.assertBetween(evaluation['seconds'], 0., timing['seconds'])
+      for threshold in (80, 85):
+        expected = ('%.1f' % (evaluation['seconds'] / 60.)
+                    if evaluation['ema_accuracy'] >= threshold else '-')
+        self.assertEqual(table[algorithm]['min to %d %%' % threshold],
+                         expected)
+
+  def test_ceiling_on_all_labels(self):
+    table = markdown_table(self.markdown, CEILING_HEADING)
+    self.assertEqual(list(table), ['supervised'])
+    results = self.results_of(self.model_dir('supervised', 'all'))
+    self.assertEqual(results['dataset'], 'fashion_mnist')
+    self.assertEqual(results['counts'], {'labeled': 60, 'test': N_TEST})
+    self.assertEqual(table['supervised']['test'],
+                     '%.2f' % results['results']['ema']['test'])
+    self.assertEqual(table['supervised']['valid'], '-')
+    self.assertEqual(table['supervised']['steps'],
+                     str(math.ceil(BUDGET / BATCH)))
+    summary = json.loads(self.first.stdout.strip().splitlines()[-1])
+    self.assertEqual(summary['ceiling']['labels'], 60)
+
+  def results_of(self, model_dir):
+    with open(os.path.join(model_dir, 'eval_results.json')) as f:
+      return json.load(f)
 
   def test_report_pngs_decode_and_are_linked(self):
     out = os.path.join(self.docs, 'accuracy', str(LABELS))
@@ -191,6 +247,8 @@ class AccuracyBenchmarkTest(tf.test.TestCase):
                       if k != 'accuracy.md'})
     self.assertTrue(any(k.startswith('model.ckpt-') for k in
                         os.listdir(self.model_dir('sesemi'))))
+    self.assertTrue(any(k.startswith('model.ckpt-') for k in
+                        os.listdir(self.model_dir('supervised', 'all'))))
     first = json.loads(self.first.stdout.strip().splitlines()[-1])
     second = json.loads(self.second.stdout.strip().splitlines()[-1])
     self.assertEqual(first, second)
@@ -200,6 +258,11 @@ class AccuracyBenchmarkTest(tf.test.TestCase):
         (['--algorithms=supervised,nope'], "unknown algorithm 'nope'"),
         (['--labels=100,15'], '15 is not a positive multiple of 10'),
         (['--extra=--train_steps=5'], '--train_steps=5 is set by the script'),
+        (['--extra=--seed=5'], '--seed=5 is set by the script'),
+        (['--seeds=1,x'], "--seeds: 'x' is not an integer seed"),
+        (['--seeds=1,1'], '--seeds repeats a seed'),
+        (['--label_seeds=30:1'], '--label_seeds: 30 is not one of --labels'),
+        (['--label_seeds=10'], '--label_seeds (10): no seed'),
         # The finished runs were trained with --filters=4: not reused.
         ([EXTRA.replace('--filters=4', '--filters=8')],
          'trained with other params (filters: 4, now 8)'),
@@ -211,6 +274,67 @@ class AccuracyBenchmarkTest(tf.test.TestCase):
       self.assertLen(lines, 1, result.stderr)
       self.assertIn(needle, lines[0])
       self.assertNotIn('Traceback', result.stderr)
+
+
+class AggregationTest(tf.test.TestCase):
+  """Mean ± spread over seeds and the time-to-accuracy cells, in-process."""
+
+  def setUp(self):
+    super(AggregationTest, self).setUp()
+    sys.path.insert(0, ROOT)
+    from benchmarks import accuracy  # pylint: disable=g-import-not-at-top
+    self.accuracy = accuracy
+
+  def run_row(self, seed, test, tuned, minutes_80, minutes_85):
+    row = {'algorithm': 'mixmatch', 'labels': 1000, 'seed': seed,
+           'steps': 500, 'labeled_per_step': 32, 'labeled_images': 16000,
+           'test': test, 'test_tuned': tuned, 'valid': test - 1.,
+           'valid_tuned': tuned - 1., 'minutes_to_80': minutes_80,
+           'minutes_to_85': minutes_85, 'labeled_img_per_s': 100. + seed,
+           'wall_minutes': 30. + seed, 'runtimes': []}
+    for key, _, _ in self.accuracy.ACCURACIES:
+      row[key] = test
+    return row
+
+  def test_mean_and_spread_over_seeds(self):
+    runs = [self.run_row(1, 86., 87., 10., 20.),
+            self.run_row(2, 88., 88., 12., None)]
+    row = self.accuracy.cell(runs)
+    self.assertEqual(row['seeds'], [1, 2])
+    self.assertAllClose(row['test'], 87.)
+    self.assertAllClose(row['test_spread'], np.std([86., 88.], ddof=1))
+    self.assertEqual(row['minutes_to_85_reached'], 1)
+    line = self.accuracy.table([row])[2]
+    cells = [c.strip() for c in line.strip('|').split('|')]
+    header = self.accuracy.TABLE_HEADER
+    by_header = dict(zip(header, cells))
+    self.assertEqual(by_header['seeds'], '1,2')
+    self.assertEqual(by_header['test'], '87.00 ± 1.41')
+    self.assertEqual(by_header['test tuned'], '87.50 ± 0.71')
+    self.assertEqual(by_header['min to 80 %'], '11.0 ± 1.4')
+    self.assertEqual(by_header['min to 85 %'], '20.0 (1/2)')
+    # One seed: no spread.
+    single = self.accuracy.table([self.accuracy.cell(runs[:1])])[2]
+    self.assertIn('| 86.00 | 87.00 |', single)
+
+  def test_minutes_to_threshold(self):
+    evals = [{'step': 20, 'seconds': 600., 'accuracy': 84., 'ema_accuracy':
+              86.},
+             {'step': 10, 'seconds': 300., 'accuracy': 81., 'ema_accuracy':
+              79.},
+             {'step': 30, 'seconds': 900., 'accuracy': 90., 'ema_accuracy':
+              None}]
+    # EMA where reported, else raw; the first evaluation in step order.
+    self.assertEqual(self.accuracy.minutes_to(evals, 80), 10.)
+    self.assertEqual(self.accuracy.minutes_to(evals, 85), 10.)
+    self.assertEqual(self.accuracy.minutes_to(evals, 88), 15.)
+    self.assertIsNone(self.accuracy.minutes_to(evals, 95))
+    self.assertEqual(self.accuracy.parse_eval_line(
+        'step 120: valid accuracy 81.20%  valid ema/accuracy 82.00%\n'),
+                     {'step': 120, 'part': 'valid', 'accuracy': 81.2,
+                      'ema_accuracy': 82.})
+    self.assertIsNone(self.accuracy.parse_eval_line(
+        'step 120/500  99.0 labeled img/s'))
 
 
 if __name__ == '__main__':

@@ -551,11 +551,13 @@ class TeacherTest(tf.test.TestCase, parameterized.TestCase):
         raw_before, shadow_before = sess.run([weights, shadows])
         got = sess.run([teacher, train_op])[0]
         raw_after, shadow_after = sess.run([weights, shadows])
-    # The EMA is then updated from the post-step weights (libml's order).
+    # The EMA is then updated from the post-step weights (libml's order),
+    # with TF's num_updates warm-up after 2 steps: min(0.5, 3 / 12).
+    decay = min(0.5, 3. / 12.)
     for w, s_0, s_1, v in zip(raw_after, shadow_before, shadow_after,
                               weights):
-      self.assertAllClose(s_1, 0.5 * s_0 + 0.5 * w, rtol=1e-5, atol=1e-6,
-                          msg=v.op.name)
+      self.assertAllClose(s_1, decay * s_0 + (1 - decay) * w, rtol=1e-5,
+                          atol=1e-6, msg=v.op.name)
     # The model's own logits with the pre-step shadows as its weights.
     teacher_input = features['unlabeled_views'][:, 0]
     with tf.Graph().as_default():
