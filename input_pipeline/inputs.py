@@ -13,6 +13,8 @@ with the keys of docs/architecture.md, all shapes static:
                                             (absent when V = 0, i.e. SESEMI
                                             with proxy='unlabeled')
   unlabeled_label  int64   [U]              true label or -1, for monitoring
+  unlabeled_index  int64   [U]              the records' `index` (only when
+                                            needs.unlabeled_index)
   proxy_image      float32 [P*6, H, W, C]   SESEMI proxy images
   proxy_label      int64   [P*6]            0..5 (augment.proxy_transforms)
 
@@ -121,7 +123,7 @@ def _read(files, image_shape, num_shards=1, shard_index=0, cache=False,
   return dataset.cache() if cache else dataset
 
 
-def _stream(dataset, params, seed, slots, batch_size, norm):
+def _stream(dataset, params, seed, slots, batch_size, norm, keep_index=False):
   """Shuffled, repeated, augmented, batched stream of the views in `slots`.
 
   Each image goes through every slot's view in its two halves (augment.py):
@@ -131,7 +133,8 @@ def _stream(dataset, params, seed, slots, batch_size, norm):
 
   Returns:
     Dataset of {'label': int64 [B], key: float32 [B, H, W, C] for the keys
-    'image' and 'proxy', [B, V, H, W, C] for 'views' (its slots in order)}.
+    'image' and 'proxy', [B, V, H, W, C] for 'views' (its slots in order)},
+    plus the records' 'index' int64 [B] when `keep_index`.
   """
   buffer_size = int(params['shuffle_buffer'])
   if buffer_size > 1:
@@ -151,8 +154,11 @@ def _stream(dataset, params, seed, slots, batch_size, norm):
       pixels.append(augment.view_pixels(image01, slot.view, slot.params,
                                         pixel_seed))
       geometry_seeds.append(geometry_seed)
-    return {'pixels': tf.stack(pixels), 'seeds': tf.stack(geometry_seeds),
-            'label': example['label']}
+    element = {'pixels': tf.stack(pixels), 'seeds': tf.stack(geometry_seeds),
+               'label': example['label']}
+    if keep_index:
+      element['index'] = example['index']
+    return element
 
   @_graph_only
   def normalize_stage(element):
@@ -170,6 +176,8 @@ def _stream(dataset, params, seed, slots, batch_size, norm):
       images.setdefault(slot.key, []).append(augment.view_geometry(
           element['pixels'][i], slot.view, slot.params, element['seeds'][i]))
     out = {'label': element['label']}
+    if keep_index:
+      out['index'] = element['index']
     for key, values in images.items():
       out[key] = tf.stack(values) if key == 'views' else values[0]
     return out
@@ -260,7 +268,8 @@ def train_input_fn(source, needs, params, seed=None, num_shards=1,
                        needs.batch_size, norm)]
     if num_unlabeled:
       streams.append(_stream(read(pool), params, seeds['unlabeled'],
-                             unlabeled_slots, num_unlabeled, norm))
+                             unlabeled_slots, num_unlabeled, norm,
+                             keep_index=needs.unlabeled_index))
     if needs.proxy == 'labeled':
       streams.append(_stream(read(labeled), params, seeds['proxy'],
                              [proxy_slot], needs.proxy_batch, norm))
@@ -272,6 +281,8 @@ def train_input_fn(source, needs, params, seed=None, num_shards=1,
       if num_unlabeled:
         unlabeled = batches[1]
         features['unlabeled_label'] = unlabeled['label']
+        if needs.unlabeled_index:
+          features['unlabeled_index'] = unlabeled['index']
         if 'views' in unlabeled:
           features['unlabeled_views'] = unlabeled['views']
         if needs.proxy == 'unlabeled':

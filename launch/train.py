@@ -195,6 +195,11 @@ def run(flag_values, printer=print):
     needs = algorithm.input_needs(params)
   except ValueError as e:
     raise cli.UsageError(str(e))
+  if needs.unlabeled_index:
+    # Per-example state (FlexMatch) is sized by the pool the records'
+    # `index` addresses.
+    params['unlabeled_pool_size'], params['unlabeled_index_range'] = (
+        sources.unlabeled_pool(source, needs.unlabeled_keeps_labeled))
   check_steps(params, opts)
   if cluster is None or cluster.is_chief:
     model_dir_lib.lock(model_dir)
