@@ -44,12 +44,14 @@ def state_variable(name, shape, initial):
 
   MEAN aggregation: under a mirrored strategy each replica assigns the same
   value (computed from cross-replica sums), whose mean is that value.
+  A resource variable: its reads are ordered with its assigns (a TF1 ref
+  variable's read aliases the buffer, and a step could see its own update).
   """
   with tf.variable_scope(STATE_SCOPE, reuse=tf.AUTO_REUSE):
     return tf.get_variable(
         name, shape=shape, dtype=tf.float32,
         initializer=tf.constant_initializer(initial), trainable=False,
-        collections=[tf.GraphKeys.GLOBAL_VARIABLES],
+        collections=[tf.GraphKeys.GLOBAL_VARIABLES], use_resource=True,
         aggregation=tf.VariableAggregation.MEAN)
 
 
