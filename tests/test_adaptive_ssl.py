@@ -9,12 +9,16 @@
   static shapes in the training graph (the NPU path needs them).
 """
 
+import json
 import os
 
 from absl.testing import parameterized
 import numpy as np
 import tensorflow.compat.v1 as tf
 
+from input_pipeline import inputs
+from input_pipeline import sources
+from input_pipeline.needs import InputNeeds
 from model_fns import base
 from model_fns import flexmatch
 from model_fns import freematch
@@ -22,7 +26,9 @@ from model_fns import registry
 from model_fns import softmatch
 from model_fns import ssl_state
 from model_fns import uda
+from tests import data_fixtures
 from tests import model_test_util as mtu
+from tests import test_launch
 
 MODULES = (uda, flexmatch, freematch, softmatch)
 NAMED = [(m.NAME, m) for m in MODULES]
@@ -478,6 +484,76 @@ class CrossReplicaTest(tf.test.TestCase):
     for copy in record:
       # Selected: positions 0 and 2 of each replica (indices 0, 4, 1, 5).
       self.assertAllEqual([0, 10, -1, -1, 40, 50], copy[:6])
+
+
+class DataTest(data_fixtures.TinyDataTestCase):
+  """The records' index reaches FlexMatch; launch sizes its state."""
+
+  def test_unlabeled_index_feature_and_pool(self):
+    source = sources.resolve(self.data_dir, self.split)
+    parts = source.split['parts']
+    self.assertEqual(
+        (parts['unlabeled']['count'],
+         max(parts['unlabeled']['indices']) + 1),
+        sources.unlabeled_pool(source, keeps_labeled=False))
+    everything = parts['unlabeled']['indices'] + parts['labeled']['indices']
+    self.assertEqual((len(everything), max(everything) + 1),
+                     sources.unlabeled_pool(source, keeps_labeled=True))
+    whole = sources.resolve(self.data_dir, 'tiny')
+    self.assertEqual((64, 64), sources.unlabeled_pool(whole, True))
+    params = dict(mtu.make_params(flexmatch), normalization='zero_one')
+    for keeps in (False, True):
+      needs = InputNeeds(2, 'weak', unlabeled_ratio=3,
+                         unlabeled_views=('weak', 'strong'),
+                         unlabeled_keeps_labeled=keeps, unlabeled_index=True)
+      with tf.Graph().as_default():
+        dataset = inputs.train_input_fn(source, needs, params, seed=1)()
+        shapes, _ = tf.data.get_output_shapes(dataset)
+        self.assertEqual([6], shapes['unlabeled_index'].as_list())
+        features, _ = tf.data.make_one_shot_iterator(dataset).get_next()
+        with self.session() as sess:
+          seen = np.concatenate([sess.run(features['unlabeled_index'])
+                                 for _ in range(6)])
+      allowed = everything if keeps else parts['unlabeled']['indices']
+      self.assertTrue(set(seen) <= set(allowed), seen)
+    without = InputNeeds(2, 'weak', unlabeled_ratio=3,
+                         unlabeled_views=('weak', 'strong'))
+    with tf.Graph().as_default():
+      shapes, _ = tf.data.get_output_shapes(
+          inputs.train_input_fn(source, without, params, seed=1)())
+    self.assertNotIn('unlabeled_index', shapes)
+
+  def test_flexmatch_trains_resumes_and_evaluates(self):
+    model_dir = os.path.join(self.get_temp_dir(), 'flexmatch')
+
+    def train(steps):
+      result = test_launch.run_entry(
+          'train', '--data_dir=' + self.data_dir, '--dataset=' + self.split,
+          '--model_dir=' + model_dir, '--algorithm=flexmatch',
+          '--batch_size=2', '--uratio=2', '--confidence=0.3',
+          '--train_steps=%d' % steps, '--save_checkpoints_steps=2',
+          '--log_every_steps=2', *test_launch.TINY_NET)
+      self.assertEqual(0, result.returncode, result.stderr[-3000:])
+      return tf.train.load_variable(
+          model_dir, 'ssl_state/flexmatch_selected_label')
+
+    first = train(2)
+    with open(os.path.join(model_dir, 'params.json')) as f:
+      params = json.load(f)
+    source = sources.resolve(self.data_dir, self.split)
+    self.assertEqual(
+        sources.unlabeled_pool(source, True),
+        (params['unlabeled_pool_size'], params['unlabeled_index_range']))
+    self.assertEqual((params['unlabeled_index_range'] + 1,), first.shape)
+    second = train(4)
+    recorded = first[:-1] >= 0
+    # Records made before the restart are still there (or overwritten by a
+    # newer confident prediction), and more were added.
+    self.assertTrue(np.all(second[:-1][recorded] >= 0))
+    self.assertGreaterEqual((second[:-1] >= 0).sum(), recorded.sum())
+    self.assertGreater((second[:-1] >= 0).sum(), 0)
+    result = test_launch.run_entry('eval', '--model_dir=' + model_dir)
+    self.assertEqual(0, result.returncode, result.stderr[-3000:])
 
 
 if __name__ == '__main__':
