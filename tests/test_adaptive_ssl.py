@@ -11,6 +11,8 @@
 
 import json
 import os
+import subprocess
+import sys
 
 from absl.testing import parameterized
 import numpy as np
@@ -28,7 +30,6 @@ from model_fns import ssl_state
 from model_fns import uda
 from tests import data_fixtures
 from tests import model_test_util as mtu
-from tests import test_launch
 
 MODULES = (uda, flexmatch, freematch, softmatch)
 NAMED = [(m.NAME, m) for m in MODULES]
@@ -486,6 +487,19 @@ class CrossReplicaTest(tf.test.TestCase):
       self.assertAllEqual([0, 10, -1, -1, 40, 50], copy[:6])
 
 
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY_NET = ['--network=resnet', '--filters=4', '--repeat=1', '--scales=1']
+
+
+def run_entry(script, *args):
+  """Runs launch/<script>.py as a user does; the CompletedProcess."""
+  return subprocess.run(
+      [sys.executable, os.path.join(ROOT, 'launch', script + '.py')] +
+      list(args), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+      universal_newlines=True, timeout=600, check=False,
+      env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3'))
+
+
 class DataTest(data_fixtures.TinyDataTestCase):
   """The records' index reaches FlexMatch; launch sizes its state."""
 
@@ -527,12 +541,12 @@ class DataTest(data_fixtures.TinyDataTestCase):
     model_dir = os.path.join(self.get_temp_dir(), 'flexmatch')
 
     def train(steps):
-      result = test_launch.run_entry(
+      result = run_entry(
           'train', '--data_dir=' + self.data_dir, '--dataset=' + self.split,
           '--model_dir=' + model_dir, '--algorithm=flexmatch',
           '--batch_size=2', '--uratio=2', '--confidence=0.3',
           '--train_steps=%d' % steps, '--save_checkpoints_steps=2',
-          '--log_every_steps=2', *test_launch.TINY_NET)
+          '--log_every_steps=2', *TINY_NET)
       self.assertEqual(0, result.returncode, result.stderr[-3000:])
       return tf.train.load_variable(
           model_dir, 'ssl_state/flexmatch_selected_label')
@@ -552,7 +566,7 @@ class DataTest(data_fixtures.TinyDataTestCase):
     self.assertTrue(np.all(second[:-1][recorded] >= 0))
     self.assertGreaterEqual((second[:-1] >= 0).sum(), recorded.sum())
     self.assertGreater((second[:-1] >= 0).sum(), 0)
-    result = test_launch.run_entry('eval', '--model_dir=' + model_dir)
+    result = run_entry('eval', '--model_dir=' + model_dir)
     self.assertEqual(0, result.returncode, result.stderr[-3000:])
 
 
