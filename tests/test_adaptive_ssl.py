@@ -500,6 +500,89 @@ def run_entry(script, *args):
       env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3'))
 
 
+CONFIG_DIR = os.path.join(ROOT, 'launch', 'configs')
+
+
+class FlagfileTest(tf.test.TestCase, parameterized.TestCase):
+
+  def resolve(self, name):
+    """(comments, params) of a flagfile over the module's defaults."""
+    comments, values = [], {}
+    with open(os.path.join(CONFIG_DIR, name)) as f:
+      for line in f:
+        line = line.strip()
+        if line.startswith('#'):
+          comments.append(line)
+        elif line:
+          key, value = line[2:].split('=', 1)
+          values[key] = value
+    module = registry.get(values['algorithm'])
+    params = make_params(module, train_steps=0)
+    for key, value in values.items():
+      if key == 'dataset':
+        params[key] = value
+        continue
+      self.assertIn(key, params, '%s: unknown flag --%s' % (name, key))
+      default = params[key]
+      if isinstance(default, bool):
+        params[key] = {'true': True, 'false': False}[value]
+      else:
+        params[key] = type(default)(value)
+    params['train_steps'] = base.default_train_steps(params, {})
+    module.input_needs(params)
+    return '\n'.join(comments), params
+
+  def test_cifar10_flagfiles_and_fashion_mnist_presets(self):
+    for module in MODULES:
+      for labels in (40, 250, 4000):
+        name = '%s_cifar10_%d.cfg' % (module.NAME, labels)
+        comments, params = self.resolve(name)
+        self.assertEqual(module.NAME, params['algorithm'])
+        self.assertEqual('cifar10.1@%d-0' % labels, params['dataset'])
+        self.assertIn('--flagfile=launch/configs/' + name, comments)
+        self.assertEqual(2 ** 20, params['train_steps'])
+        for key, value in module.DEFAULTS.items():
+          self.assertEqual(value, params[key], (name, key))
+      _, params = self.resolve('fmnist_%s.cfg' % module.NAME)
+      self.assertEqual('fashion_mnist.1@1000-5000', params['dataset'])
+      self.assertEqual((16, 2, 2, 32, 3000, 3),
+                       (params['filters'], params['repeat'], params['scales'],
+                        params['batch_size'], params['train_steps'],
+                        params['uratio']))
+
+  def test_paper_defaults(self):
+    self.assertEqual((0.8, 0.4, 'none', 1.0),
+                     tuple(uda.DEFAULTS[k] for k in (
+                         'confidence', 'temperature', 'tsa', 'wu')))
+    self.assertEqual((0.95, True), (flexmatch.DEFAULTS['confidence'],
+                                    flexmatch.DEFAULTS['thresh_warmup']))
+    self.assertEqual((0.999, 0.01), (freematch.DEFAULTS['stats_momentum'],
+                                     freematch.DEFAULTS['fairness_weight']))
+    self.assertEqual((0.999, 2.0, True),
+                     tuple(softmatch.DEFAULTS[k] for k in (
+                         'stats_momentum', 'n_sigma', 'dist_align')))
+    for module in MODULES:
+      d = module.DEFAULTS
+      self.assertEqual(
+          ('sgd', 0.03, 'cosine', 2.5e-4, 0.999, 7, 64, 1024, True),
+          tuple(d[k] for k in ('optimizer', 'lr', 'lr_schedule',
+                               'weight_decay_l2', 'ema_decay', 'uratio',
+                               'batch_size', 'epochs',
+                               'unlabeled_keeps_labeled')), module.NAME)
+
+  @parameterized.named_parameters(
+      ('uratio', uda, {'uratio': 0}, '--uratio'),
+      ('tsa', uda, {'tsa': 'linear_schedule'}, '--tsa'),
+      ('temperature', uda, {'temperature': 0.}, '--temperature'),
+      ('confidence', flexmatch, {'confidence': 1.5}, '--confidence'),
+      ('momentum', freematch, {'stats_momentum': 1.}, '--stats_momentum'),
+      ('fairness', freematch, {'fairness_weight': -1.}, '--fairness_weight'),
+      ('n_sigma', softmatch, {'n_sigma': 0.}, '--n_sigma'))
+  def test_bad_params_raise(self, module, overrides, flag):
+    with self.assertRaisesRegex(ValueError, flag):
+      module.input_needs(make_params(module, **overrides))
+
+
 class DataTest(data_fixtures.TinyDataTestCase):
   """The records' index reaches FlexMatch; launch sizes its state."""
 
