@@ -9,7 +9,7 @@ import importlib
 
 NAMES = ('supervised', 'sesemi', 'mixmatch', 'realmix', 'fixmatch', 'ict',
          'mean_teacher', 'pi_model', 'pseudo_label', 'vat', 'mixup',
-         'uda', 'flexmatch', 'freematch', 'softmatch')
+         'uda', 'flexmatch', 'freematch', 'softmatch', 'remixmatch')
 
 
 def get(name):
