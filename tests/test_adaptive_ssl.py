@@ -1,4 +1,4 @@
-"""Tests of UDA, FlexMatch, FreeMatch and SoftMatch (and model_fns/ssl_state).
+"""Tests of UDA, FlexMatch, FreeMatch, SoftMatch, ReMixMatch and ssl_state.
 
 - each loss against numpy from the formulas, with a linear model
   (logits = flatten(x) @ kernel + bias) whose weights are read back;
@@ -25,13 +25,15 @@ from model_fns import base
 from model_fns import flexmatch
 from model_fns import freematch
 from model_fns import registry
+from model_fns import remixmatch
 from model_fns import softmatch
 from model_fns import ssl_state
 from model_fns import uda
 from tests import data_fixtures
 from tests import model_test_util as mtu
 
-MODULES = (uda, flexmatch, freematch, softmatch)
+FIXMATCH_LIKE = (uda, flexmatch, freematch, softmatch)
+MODULES = FIXMATCH_LIKE + (remixmatch,)
 NAMED = [(m.NAME, m) for m in MODULES]
 CLASSES = 5
 INDEX_RANGE = 40
@@ -332,6 +334,89 @@ class SoftMatchTest(LinearCase):
     self.assertAllClose(got['monitors/mu'], mu, rtol=1e-5)
 
 
+class ReMixMatchTest(tf.test.TestCase):
+
+  def run_steps(self, params, features, steps, step):
+    with tf.Graph().as_default():
+      tf.set_random_seed(1)
+      tensors = {k: tf.constant(v) for k, v in features.items()}
+      model = base.Model(params, network_fn=flat_network)
+      result = remixmatch.train_losses(tensors, tensors['label'], params,
+                                       model)
+      fetch = dict(result.terms, total=result.total)
+      weights = {v.op.name: v for v in tf.trainable_variables('model/')}
+      state = tf.global_variables(ssl_state.STATE_SCOPE + '/')
+      with self.session() as sess:
+        sess.run(tf.global_variables_initializer())
+        sess.run(tf.train.get_or_create_global_step().assign(step))
+        history = []
+        for _ in range(steps):
+          values, _ = sess.run([fetch, result.update_ops])
+          history.append({k: np.array(v) for k, v in values.items()})
+        weights = sess.run(weights)
+        final = dict(zip([v.op.name for v in state], sess.run(state)))
+    return history, weights, final
+
+  def test_losses_alignment_and_rotation_without_mixing(self):
+    params = make_params(remixmatch, num_strong=2, beta=1e-6, warmup_kimg=1,
+                         dist_buffer=2, temperature=0.5, w_match=1.5,
+                         w_kl=0.5, w_rot=0.25, image_shape=(2, 2, 1))
+    features = mtu.synthetic_features(remixmatch.input_needs(params), params,
+                                      seed=3)
+    features['unlabeled_views'] *= 3.
+    # step 1000 * 4 images > 1 kimg: the ramp is at 1.
+    history, w, final = self.run_steps(params, features, 2, step=1000)
+
+    def logits(images, head='classifier'):
+      return (images.reshape(len(images), -1) @ w['model/%s/kernel' % head] +
+              w['model/%s/bias' % head])
+
+    u = features['unlabeled_views']
+    x, labels = features['image'], features['label']
+    q = np_softmax(logits(u[:, 0]))
+    onehot = np.eye(CLASSES)[labels]
+    p_model_rows = [np.full(CLASSES, 1. / CLASSES)] * 2
+    p_data = np.full(CLASSES, 1. / CLASSES)
+    rotated = np.concatenate([np.rot90(u[k::4, 1], k, axes=(1, 2))
+                              for k in range(4)])
+    rotation_labels = np.concatenate([[k] * len(u[k::4]) for k in range(4)])
+    rot = np_xe(rotation_labels, logits(rotated, 'rotation')).mean()
+    for got in history:
+      p_model = np.mean(p_model_rows, axis=0)
+      aligned = q * (p_data + 1e-6) / (p_model + 1e-6)
+      aligned /= aligned.sum(1, keepdims=True)
+      target = aligned ** 2
+      target /= target.sum(1, keepdims=True)
+
+      def soft_xe(t, z):
+        return -(t * np.log(np_softmax(z))).sum(1).mean()
+
+      kl = soft_xe(target, logits(u[:, 1]))
+      xeu = np.mean([soft_xe(target, logits(u[:, v])) for v in range(3)])
+      xe = np_xe(labels, logits(x)).mean()
+      self.assertAllClose(got['kl'], kl, rtol=1e-5)
+      self.assertAllClose(got['rot'], rot, rtol=1e-5)
+      self.assertAllClose(got['xeu'], xeu, rtol=1e-5)
+      self.assertAllClose(got['xe'], xe, rtol=1e-5)
+      self.assertAllClose(got['total'],
+                          xe + 1.5 * xeu + 0.5 * kl + 0.25 * rot, rtol=1e-5)
+      p_model_rows = p_model_rows[1:] + [q.mean(0)]
+      p_data = 0.999 * p_data + 0.001 * onehot.mean(0)
+    self.assertAllClose(final['ssl_state/remixmatch_p_model'],
+                        np.stack(p_model_rows))
+    self.assertAllClose(final['ssl_state/remixmatch_p_data'], p_data)
+
+  def test_rotations(self):
+    images = np.arange(5 * 3 * 3, dtype=np.float32).reshape(5, 3, 3, 1)
+    with tf.Graph().as_default(), self.session() as sess:
+      rotated, labels = sess.run(remixmatch.rotate_quarters(
+          tf.constant(images)))
+    self.assertAllEqual([0, 0, 1, 2, 3], labels)
+    order = [0, 4, 1, 2, 3]
+    for row, (i, k) in enumerate(zip(order, labels)):
+      self.assertAllEqual(np.rot90(images[i], k), rotated[row])
+
+
 class AlignmentTest(tf.test.TestCase):
 
   def test_align_and_buffer_mean(self):
@@ -358,7 +443,7 @@ def _train_params(module):
   # FlexMatch records only confident predictions.
   return make_params(module, image_shape=(8, 8, 3), num_classes=10,
                      batch_size=4, uratio=2, train_steps=20, tsa='linear',
-                     confidence=0.15)
+                     confidence=0.15, num_strong=2)
 
 
 def _train_features(module, params):
@@ -408,9 +493,12 @@ class ModelFnTest(tf.test.TestCase, parameterized.TestCase):
 
   @parameterized.named_parameters(('flexmatch', flexmatch),
                                   ('freematch', freematch),
-                                  ('softmatch', softmatch))
+                                  ('softmatch', softmatch),
+                                  ('remixmatch', remixmatch))
   def test_resume_continues_the_statistics(self, module):
-    params = _train_params(module)
+    # beta -> 0: MixUp's lambda is 1, so ReMixMatch's random draws (which
+    # restart with the session) do not change the steps.
+    params = dict(_train_params(module), beta=1e-6)
     features = _train_features(module, params)
     path = os.path.join(self.get_temp_dir(), module.NAME, 'ckpt')
 
@@ -432,9 +520,9 @@ class ModelFnTest(tf.test.TestCase, parameterized.TestCase):
             saver.save(sess, path)
           return dict(zip([v.op.name for v in state], sess.run(state)))
 
-    straight = run(4)
-    first = run(2, save=True)
-    resumed = run(2, restore=True)
+    straight = run(2)
+    first = run(1, save=True)
+    resumed = run(1, restore=True)
     for name, value in straight.items():
       if module is flexmatch:
         # Fixed features: the same records are selected at every step.
@@ -540,15 +628,17 @@ class FlagfileTest(tf.test.TestCase, parameterized.TestCase):
         self.assertEqual(module.NAME, params['algorithm'])
         self.assertEqual('cifar10.1@%d-0' % labels, params['dataset'])
         self.assertIn('--flagfile=launch/configs/' + name, comments)
-        self.assertEqual(2 ** 20, params['train_steps'])
+        self.assertEqual(2 ** 20,
+                         params['train_steps'])
         for key, value in module.DEFAULTS.items():
           self.assertEqual(value, params[key], (name, key))
       _, params = self.resolve('fmnist_%s.cfg' % module.NAME)
       self.assertEqual('fashion_mnist.1@1000-5000', params['dataset'])
-      self.assertEqual((16, 2, 2, 32, 3000, 3),
+      self.assertEqual((16, 2, 2, 32, 3000),
                        (params['filters'], params['repeat'], params['scales'],
-                        params['batch_size'], params['train_steps'],
-                        params['uratio']))
+                        params['batch_size'], params['train_steps']))
+      if module is not remixmatch:
+        self.assertEqual(3, params['uratio'])
 
   def test_paper_defaults(self):
     self.assertEqual((0.8, 0.4, 'none', 1.0),
@@ -561,7 +651,16 @@ class FlagfileTest(tf.test.TestCase, parameterized.TestCase):
     self.assertEqual((0.999, 2.0, True),
                      tuple(softmatch.DEFAULTS[k] for k in (
                          'stats_momentum', 'n_sigma', 'dist_align')))
-    for module in MODULES:
+    self.assertEqual(
+        (8, 0.75, 1.5, 0.5, 0.5, 1024, 0.5, True, 128, 'adam', 0.002, 0.02,
+         False),
+        tuple(remixmatch.DEFAULTS[k] for k in (
+            'num_strong', 'beta', 'w_match', 'w_kl', 'w_rot', 'warmup_kimg',
+            'temperature', 'dist_align', 'dist_buffer', 'optimizer', 'lr',
+            'weight_decay', 'unlabeled_keeps_labeled')))
+    self.assertEqual(('weak',) + ('strong',) * 8, remixmatch.input_needs(
+        make_params(remixmatch)).unlabeled_views)
+    for module in FIXMATCH_LIKE:
       d = module.DEFAULTS
       self.assertEqual(
           ('sgd', 0.03, 'cosine', 2.5e-4, 0.999, 7, 64, 1024, True),
@@ -577,7 +676,9 @@ class FlagfileTest(tf.test.TestCase, parameterized.TestCase):
       ('confidence', flexmatch, {'confidence': 1.5}, '--confidence'),
       ('momentum', freematch, {'stats_momentum': 1.}, '--stats_momentum'),
       ('fairness', freematch, {'fairness_weight': -1.}, '--fairness_weight'),
-      ('n_sigma', softmatch, {'n_sigma': 0.}, '--n_sigma'))
+      ('n_sigma', softmatch, {'n_sigma': 0.}, '--n_sigma'),
+      ('num_strong', remixmatch, {'num_strong': 0}, '--num_strong'),
+      ('w_rot', remixmatch, {'w_rot': -1.}, '--w_rot'))
   def test_bad_params_raise(self, module, overrides, flag):
     with self.assertRaisesRegex(ValueError, flag):
       module.input_needs(make_params(module, **overrides))
@@ -620,7 +721,7 @@ class DataTest(data_fixtures.TinyDataTestCase):
           inputs.train_input_fn(source, without, params, seed=1)())
     self.assertNotIn('unlabeled_index', shapes)
 
-  def test_flexmatch_trains_resumes_and_evaluates(self):
+  def test_flexmatch_trains_and_resumes(self):
     model_dir = os.path.join(self.get_temp_dir(), 'flexmatch')
 
     def train(steps):
@@ -649,8 +750,6 @@ class DataTest(data_fixtures.TinyDataTestCase):
     self.assertTrue(np.all(second[:-1][recorded] >= 0))
     self.assertGreaterEqual((second[:-1] >= 0).sum(), recorded.sum())
     self.assertGreater((second[:-1] >= 0).sum(), 0)
-    result = run_entry('eval', '--model_dir=' + model_dir)
-    self.assertEqual(0, result.returncode, result.stderr[-3000:])
 
 
 if __name__ == '__main__':
