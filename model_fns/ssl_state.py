@@ -18,13 +18,16 @@ What ReMixMatch, FlexMatch, FreeMatch and SoftMatch share, written once:
 - per-example state indexed by the record's `index` (`PerExampleState`,
   FlexMatch);
 - confidence thresholds and soft weights (`flexmatch_thresholds`,
-  `freematch_thresholds`, `soft_weights`) and FreeMatch's fairness term.
+  `freematch_thresholds`, `soft_weights`) and FreeMatch's fairness term;
+- the FixMatch-like algorithms' forward pass, needs and checks
+  (`weak_strong_logits`, `fixmatch_like_needs`, `check_fixmatch_like`).
 
 Update order. Each update function returns `(new value, assign op)`. A loss
 that uses this step's statistics (FreeMatch, SoftMatch, as in USB: update,
 then mask) reads the returned tensor; one that uses the previous ones
-(FlexMatch: mask, then update) reads the variable and makes the assign wait
-for its reads (`after`). The algorithm returns the assign ops with its
+(FlexMatch: mask, then update; ReMixMatch: guess, then update) reads the
+variable and makes the assign wait for its reads (resource variables: reads
+and assigns are ordered by data and control dependencies only). The algorithm returns the assign ops with its
 batch-norm updates in `LossResult.update_ops`, which the spec builder runs
 before the optimizer step. Every statistic is computed without gradient.
 """
