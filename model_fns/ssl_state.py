@@ -68,11 +68,26 @@ def _replica_context():
   return context
 
 
+def _replica_sum(context, tensor):
+  """Sum over the replicas in sync, from the cross-replica context.
+
+  Not `ReplicaContext.all_reduce`: in TF 1.15 graph mode it wraps the
+  reduction in a custom gradient that looks up every variable the input
+  depends on by name, and fails on a mirrored state variable's replica copy
+  (`ssl_state/..../replica_1`). The statistics need no gradient.
+  """
+
+  def merge(strategy, value):
+    return strategy.reduce(tf.distribute.ReduceOp.SUM, value, axis=None)
+
+  return context.merge_call(merge, args=(tf.stop_gradient(tensor),))
+
+
 def cross_replica_sum(tensor):
   """`tensor` summed over the replicas / processes of the step (see above)."""
   context = _replica_context()
   if context is not None:
-    return context.all_reduce(tf.distribute.ReduceOp.SUM, tensor)
+    return _replica_sum(context, tensor)
   return spec.process_sum(tensor)
 
 
@@ -111,8 +126,7 @@ def replica_gather(values):
   replicas = context.num_replicas_in_sync
   slot = tf.one_hot(context.replica_id_in_sync_group, replicas)
   slot = tf.reshape(slot, [replicas] + [1] * values.shape.ndims)
-  summed = context.all_reduce(tf.distribute.ReduceOp.SUM,
-                              slot * values[None])
+  summed = _replica_sum(context, slot * values[None])
   shape = values.shape.as_list()
   return tf.reshape(summed, [replicas * shape[0]] + shape[1:])
 

@@ -544,11 +544,14 @@ class CrossReplicaTest(tf.test.TestCase):
       strategy = tf.distribute.MirroredStrategy(['/cpu:0', '/cpu:1'])
       with strategy.scope():
         state = ssl_state.PerExampleState('test_record', 6)
+        # A statistic of values that depend on a state variable (SoftMatch's
+        # aligned probabilities): TF 1.15's all_reduce could not take it.
+        prior = ssl_state.state_variable('test_prior', [2], 2.)
 
         def step():
           replica = tf.distribute.get_replica_context().replica_id_in_sync_group
           mine = tf.gather(tf.constant(rows), replica)
-          mean = ssl_state.global_mean(mine)
+          mean = ssl_state.global_mean(mine * prior.read_value()) / 2.
           mean_max, var_max = ssl_state.global_mean_and_variance(mine[:, 0])
           update = state.update(tf.gather(tf.constant(index), replica),
                                 tf.gather(tf.constant(index), replica) * 10,
