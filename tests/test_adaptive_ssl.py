@@ -27,6 +27,7 @@ from model_fns import freematch
 from model_fns import registry
 from model_fns import remixmatch
 from model_fns import softmatch
+from model_fns import spec
 from model_fns import ssl_state
 from model_fns import uda
 from tests import data_fixtures
@@ -685,6 +686,36 @@ class FlagfileTest(tf.test.TestCase, parameterized.TestCase):
   def test_bad_params_raise(self, module, overrides, flag):
     with self.assertRaisesRegex(ValueError, flag):
       module.input_needs(make_params(module, **overrides))
+
+
+class ProcessSumTest(tf.test.TestCase):
+  """Ascend ranks: statistics go through the launch layer's reduce_sum."""
+
+  def test_statistics_and_counts_use_the_hook(self):
+    calls = []
+
+    def two_ranks(tensor):  # Two ranks that saw the same batch.
+      calls.append(tensor)
+      return 2. * tensor
+
+    values = np.array([[0.1, 0.9], [0.6, 0.4], [0.3, 0.7]], np.float32)
+    with tf.Graph().as_default(), self.session() as sess:
+      with spec.launch_hooks(reduce_sum=two_ranks):
+        mean = ssl_state.global_mean(tf.constant(values))
+        mean_max, var_max = ssl_state.global_mean_and_variance(
+            tf.constant(values.max(1)))
+        state = ssl_state.PerExampleState('test_counts', 5)
+        counts = state.class_counts(2)
+      sess.run(tf.global_variables_initializer())
+      sess.run(state.variable.assign([0., 1., 1., -1., -1., -1.]))
+      got = sess.run([mean, mean_max, var_max, counts])
+    self.assertNotEmpty(calls)
+    self.assertAllClose(values.mean(0), got[0])
+    self.assertAllClose(values.max(1).mean(), got[1])
+    # Six values (each rank's three): the unbiased variance of the doubled set.
+    self.assertAllClose(np.concatenate([values.max(1)] * 2).var(ddof=1),
+                        got[2])
+    self.assertAllClose([2., 4.], got[3])
 
 
 class DataTest(data_fixtures.TinyDataTestCase):
