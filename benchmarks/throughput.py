@@ -258,6 +258,7 @@ def benchmark(flag_values, work_dir, printer=print):
     needs = registry.get(params['algorithm']).input_needs(params)
   except ValueError as e:
     raise cli.UsageError(str(e))
+  train_lib.add_data_params(params, needs, source)
   labeled, total = train_lib.images_per_step(needs)
   config = devices.session_config(opts)  # 0 = TensorFlow's choice.
   environment = {

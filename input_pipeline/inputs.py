@@ -13,6 +13,8 @@ with the keys of docs/architecture.md, all shapes static:
                                             (absent when V = 0, i.e. SESEMI
                                             with proxy='unlabeled')
   unlabeled_label  int64   [U]              true label or -1, for monitoring
+  unlabeled_index  int64   [U]              the records' `index` (only when
+                                            needs.unlabeled_index)
   proxy_image      float32 [P*6, H, W, C]   SESEMI proxy images
   proxy_label      int64   [P*6]            0..5 (augment.proxy_transforms)
 
@@ -369,6 +371,8 @@ def train_input_fn(source, needs, params, seed=None, num_shards=1,
       if num_unlabeled:
         unlabeled = batches[1]
         features['unlabeled_label'] = unlabeled['label']
+        if needs.unlabeled_index:
+          features['unlabeled_index'] = unlabeled['index']
         if 'views' in unlabeled:
           features['unlabeled_views'] = unlabeled['views']
         if needs.proxy == 'unlabeled':

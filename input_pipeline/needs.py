@@ -6,7 +6,8 @@ VIEWS = ('none', 'weak', 'strong', 'realmix', 'sesemi')
 PROXY_SOURCES = (None, 'unlabeled', 'labeled')
 
 _FIELDS = ('batch_size', 'labeled_view', 'unlabeled_ratio', 'unlabeled_batch',
-           'unlabeled_views', 'proxy', 'proxy_batch', 'unlabeled_keeps_labeled')
+           'unlabeled_views', 'proxy', 'proxy_batch', 'unlabeled_keeps_labeled',
+           'unlabeled_index')
 
 
 class InputNeeds(collections.namedtuple('InputNeeds', _FIELDS)):
@@ -18,11 +19,11 @@ class InputNeeds(collections.namedtuple('InputNeeds', _FIELDS)):
 
   def __new__(cls, batch_size, labeled_view='weak', unlabeled_ratio=0,
               unlabeled_batch=0, unlabeled_views=(), proxy=None, proxy_batch=0,
-              unlabeled_keeps_labeled=False):
+              unlabeled_keeps_labeled=False, unlabeled_index=False):
     self = super(InputNeeds, cls).__new__(
         cls, int(batch_size), labeled_view, int(unlabeled_ratio),
         int(unlabeled_batch), tuple(unlabeled_views), proxy, int(proxy_batch),
-        bool(unlabeled_keeps_labeled))
+        bool(unlabeled_keeps_labeled), bool(unlabeled_index))
     self.validate()
     return self
 
@@ -49,3 +50,5 @@ class InputNeeds(collections.namedtuple('InputNeeds', _FIELDS)):
       raise ValueError('proxy_batch must be positive when proxy is set')
     if self.proxy == 'unlabeled' and self.num_unlabeled <= 0:
       raise ValueError("proxy='unlabeled' needs an unlabeled stream")
+    if self.unlabeled_index and self.num_unlabeled <= 0:
+      raise ValueError('unlabeled_index needs an unlabeled stream')

@@ -116,3 +116,27 @@ def verify(source, deep=False, parts=('labeled', 'unlabeled', 'valid', 'test')):
         directory, entry, source.info['image_shape'],
         source.info['num_classes'], allow_unlabeled=allow_unlabeled,
         deep=deep, expected_indices=indices if deep else None)
+
+
+def unlabeled_pool(source, keeps_labeled):
+  """(images, index range) of the unlabeled stream `inputs.train_input_fn` reads.
+
+  The pool is the unlabeled part plus, with `keeps_labeled`, the labeled
+  part when its files are not already in it (as `inputs.unlabeled_files`).
+  The index range is 1 + the largest record `index` in the pool, so a
+  per-example variable of that length can be indexed by the records'
+  `index` (FlexMatch). Extra images (SVHN's `extra`) carry indices of their
+  own split, which may coincide with training indices; such images then
+  share a slot.
+  """
+  parts = ['unlabeled']
+  if keeps_labeled and not set(source.files['labeled']) <= set(
+      source.files['unlabeled']):
+    parts.append('labeled')
+  images, top = 0, -1
+  for part in parts:
+    _, entry, _, indices = _part_entry(source, part)
+    images += entry['count']
+    if indices:
+      top = max(top, max(indices))
+  return images, top + 1

@@ -162,6 +162,18 @@ def check_steps(params, opts):
                            '--%s=%d' % (loop, key, value))
 
 
+def add_data_params(params, needs, source):
+  """Adds to `params` the data facts the algorithm's input needs imply.
+
+  With `needs.unlabeled_index` (FlexMatch's per-example state, sized by the
+  pool the records' `index` addresses): `unlabeled_pool_size` and
+  `unlabeled_index_range` (`sources.unlabeled_pool`).
+  """
+  if needs.unlabeled_index:
+    params['unlabeled_pool_size'], params['unlabeled_index_range'] = (
+        sources.unlabeled_pool(source, needs.unlabeled_keeps_labeled))
+
+
 def run(flag_values, printer=print):
   """Trains (or resumes) and returns the last evaluation's metrics."""
   opts = devices.options_from_flags(flag_values)
@@ -196,6 +208,7 @@ def run(flag_values, printer=print):
     needs = algorithm.input_needs(params)
   except ValueError as e:
     raise cli.UsageError(str(e))
+  add_data_params(params, needs, source)
   check_steps(params, opts)
   if cluster is None or cluster.is_chief:
     model_dir_lib.lock(model_dir)

@@ -8,7 +8,8 @@ Each module exposes `NAME`, `DEFAULTS`, `input_needs(params)` and
 import importlib
 
 NAMES = ('supervised', 'sesemi', 'mixmatch', 'realmix', 'fixmatch', 'ict',
-         'mean_teacher', 'pi_model', 'pseudo_label', 'vat', 'mixup')
+         'mean_teacher', 'pi_model', 'pseudo_label', 'vat', 'mixup',
+         'uda', 'flexmatch', 'freematch', 'softmatch', 'remixmatch')
 
 
 def get(name):

@@ -128,6 +128,17 @@ def launch_hooks(wrap_optimizer=None, reduce_sum=None):
     _LAUNCH_HOOKS.update(previous)
 
 
+def process_sum(tensor):
+  """`tensor` summed over the job's processes by the launch layer's hook.
+
+  Ascend with RANK_SIZE > 1: the HCCL all-reduce of `launch_hooks`; else
+  `tensor` unchanged. Algorithms whose running statistics must agree on every
+  process (ssl_state.py) sum their batch statistics with it.
+  """
+  reduce_sum = _LAUNCH_HOOKS['reduce_sum']
+  return tensor if reduce_sum is None else reduce_sum(tensor)
+
+
 def kernel_variables():
   """The trainable conv and dense weights ('.../kernel') under scope 'model'.
 

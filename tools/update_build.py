@@ -30,6 +30,7 @@ SUBPROCESS_DATA = {
     'test_distribute': ['//launch:train', '//launch:eval',
                         '//launch:local_cluster'],
     'test_ascend': ['//launch:train', '//launch:npu_launch'],
+    'test_adaptive_ssl': ['//launch:train'],
     'test_accuracy_benchmark': ['//benchmarks:accuracy', '//launch:train',
                                 '//launch:eval', '//launch:report',
                                 '//launch:prepare_data'],

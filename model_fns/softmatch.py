@@ -1,0 +1,94 @@
+"""SoftMatch (Chen et al. 2023, arXiv 2301.10921; USB `softmatch`).
+
+FixMatch (one forward pass over labeled, weak and strong views, hard
+pseudo-labels argmax q from the weak view, q = softmax(weak logits)) with a
+soft weight per unlabeled example instead of a hard mask:
+
+  q~        = uniform alignment of q: q * (1/C) / p_model, renormalised,
+              p_model = EMA of the batch mean of q (set to the first
+              batch's mean), when `dist_align`; else q~ = q;
+  mu_t      = EMA of mean_u max q~,  var_t = EMA of the unbiased variance of
+              max q~ (initially 1/C and 1);
+  lambda(q) = 1 where max q~ >= mu_t, else
+              exp(-(max q~ - mu_t)^2 / (2 var_t / n_sigma^2));
+  L_u       = mean over the unlabeled batch of lambda * CE(argmax q, strong);
+  loss      = L_x + `wu` * L_u.
+
+As in USB, the statistics are updated with this batch first, the weights
+use the aligned probabilities, and the pseudo-labels the raw ones.
+
+Defaults: FixMatch's optimizer, schedule, EMA, uratio 7 and batch 64;
+`n_sigma` 2, `stats_momentum` 0.999, `dist_align` on (the paper's and USB's).
+"""
+
+import collections
+
+import tensorflow.compat.v1 as tf
+
+from model_fns import base
+from model_fns import fixmatch
+from model_fns import ssl_state
+
+NAME = 'softmatch'
+
+DEFAULTS = dict(fixmatch.DEFAULTS)
+DEFAULTS.update({
+    'stats_momentum': 0.999,
+    'n_sigma': 2.0,
+    'dist_align': True,
+})
+
+
+def _check_params(params):
+  ssl_state.check_fixmatch_like(params)
+  ssl_state.check_momentum(params)
+  if not params['n_sigma'] > 0:
+    raise ValueError('--n_sigma must be positive, got %r' % params['n_sigma'])
+
+
+def input_needs(params):
+  """FixMatch's needs: weak and strong views of uratio * B images."""
+  _check_params(params)
+  return ssl_state.fixmatch_like_needs(params)
+
+
+def soft_mask(probs, params):
+  """(weights [U], assign ops, mu_t, var_t) of this batch (see above)."""
+  num_classes = params['num_classes']
+  momentum = float(params['stats_momentum'])
+  ops = []
+  if params['dist_align']:
+    p_model = ssl_state.state_variable('softmatch_p_model', [num_classes], 0.)
+    p_model, op = ssl_state.ema_update_first_set(
+        p_model, ssl_state.global_mean(probs), momentum)
+    ops.append(op)
+    probs = ssl_state.align(probs, 1. / num_classes, p_model)
+  max_probs = tf.reduce_max(probs, axis=1)
+  batch_mean, batch_var = ssl_state.global_mean_and_variance(max_probs)
+  mean, op = ssl_state.ema_update(
+      ssl_state.state_variable('softmatch_mean', [], 1. / num_classes),
+      batch_mean, momentum)
+  ops.append(op)
+  var, op = ssl_state.ema_update(
+      ssl_state.state_variable('softmatch_variance', [], 1.), batch_var,
+      momentum)
+  ops.append(op)
+  weights = ssl_state.soft_weights(max_probs, mean, var, params['n_sigma'])
+  return weights, ops, mean, var
+
+
+def train_losses(features, labels, params, model):
+  """L_x + wu * L_u; terms 'xe', 'xeu'; summaries 'monitors/mask', 'monitors/mu'."""
+  _check_params(params)
+  logits_x, logits_weak, logits_strong, update_ops = (
+      ssl_state.weak_strong_logits(features, model))
+  probs = tf.stop_gradient(tf.nn.softmax(logits_weak))
+  weights, stat_ops, mean, _ = soft_mask(probs, params)
+  xe = ssl_state.mean_xe(labels, logits_x)
+  xeu = ssl_state.mean_xe(tf.argmax(probs, axis=1), logits_strong, weights)
+  return base.LossResult(
+      xe + float(params['wu']) * xeu,
+      collections.OrderedDict([('xe', xe), ('xeu', xeu)]),
+      update_ops=update_ops + stat_ops,
+      summaries={'monitors/mask': tf.reduce_mean(weights),
+                 'monitors/mu': mean})
