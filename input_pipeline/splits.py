@@ -256,6 +256,15 @@ def create_split(data_dir, split_name, labeled_classes=None,
   if len(set(extra_unlabeled)) != len(extra_unlabeled):
     raise DataError('extra unlabeled datasets listed twice: %s'
                     % ', '.join(extra_unlabeled))
+  # The dataset is not replaced while the split is drawn from it.
+  with writer.lock(os.path.join(data_dir, parsed.name), False, 'dataset'):
+    return _create_split(data_dir, split_name, parsed, labeled_classes,
+                         unlabeled_classes, extra_unlabeled, overwrite)
+
+
+def _create_split(data_dir, split_name, parsed, labeled_classes,
+                  unlabeled_classes, extra_unlabeled, overwrite):
+  """create_split under the dataset's shared lock."""
   dataset_dir, info = dataset_info.load_named(data_dir, parsed.name)
   num_classes = info['num_classes']
   classes = _check_classes(labeled_classes, num_classes, 'labeled_classes')

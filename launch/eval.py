@@ -256,8 +256,9 @@ def run(model_dir, checkpoint=None, data_dir=None, dataset=None,
   checkpoint = checkpoint or model_dir_lib.latest_checkpoint(model_dir)
   if not checkpoint:
     raise cli.UsageError('no checkpoint in %s: train first' % model_dir)
-  results = evaluate(params, checkpoint, batch_size, tune_images, tta, tune,
-                     printer)
+  with sources.reading(params['data_dir'], params['dataset']):
+    results = evaluate(params, checkpoint, batch_size, tune_images, tta, tune,
+                       printer)
   printer('%s at step %d (%s, %s):' % (params['algorithm'], results['step'],
                                        params['network'], params['dataset']))
   printer(format_table(results))

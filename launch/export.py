@@ -168,10 +168,40 @@ def recover(export_dir):
   return writer.recover_interrupted(export_dir, 'saved_model.pb')
 
 
+def _within(path, directory):
+  """Whether `path` is `directory` or lies inside it (paths resolved)."""
+  path, directory = os.path.realpath(path), os.path.realpath(directory)
+  return path == directory or path.startswith(directory.rstrip(os.sep) +
+                                              os.sep)
+
+
+def check_export_dir(model_dir, export_dir, overwrite):
+  """UsageError for an EXPORT_DIR that would destroy what it is not.
+
+  The export never touches its own run: EXPORT_DIR may not be MODEL_DIR,
+  lie inside it or contain it. --overwrite replaces a previous export (a
+  directory holding saved_model.pb) or an empty directory, nothing else.
+  """
+  if _within(export_dir, model_dir) or _within(model_dir, export_dir):
+    raise cli.UsageError(
+        '--export_dir %s %s --model_dir %s; export to a directory outside '
+        'the run' % (export_dir, 'is' if _within(model_dir, export_dir) and
+                     _within(export_dir, model_dir) else
+                     'lies inside' if _within(export_dir, model_dir) else
+                     'contains', model_dir))
+  if (overwrite and os.path.lexists(export_dir) and
+      not os.path.isfile(os.path.join(export_dir, 'saved_model.pb')) and
+      not (os.path.isdir(export_dir) and not os.listdir(export_dir))):
+    raise cli.UsageError('--export_dir %s exists and is not an export (no '
+                         'saved_model.pb); --overwrite replaces a previous '
+                         'export only' % export_dir)
+
+
 def export(model_dir, export_dir, checkpoint=None, data_dir=None,
            overwrite=False, verify_images=16, printer=print):
   """Exports, verifies and renames into place; returns export_dir."""
   export_dir = os.path.abspath(export_dir)
+  check_export_dir(model_dir, export_dir, overwrite)
   restored = recover(export_dir)
   if restored:
     printer('restored the previous export from %s' % restored)
@@ -186,6 +216,13 @@ def export(model_dir, export_dir, checkpoint=None, data_dir=None,
                          % export_dir)
   parent = os.path.dirname(export_dir)
   model_dir_lib.prepare(parent)
+  with sources.reading(params['data_dir'], params['dataset']):
+    _export(params, checkpoint, export_dir, verify_images, printer)
+  return export_dir
+
+
+def _export(params, checkpoint, export_dir, verify_images, printer):
+  """`export` once its checks passed, holding the data's shared locks."""
   source = sources.resolve(params['data_dir'], params['dataset'])
   norm = preprocessing.norm_spec(source.info, params['normalization'],
                                  source.dataset_dir)
@@ -212,7 +249,6 @@ def export(model_dir, export_dir, checkpoint=None, data_dir=None,
       shutil.rmtree(tmp)
   printer('exported %s (step %d) to %s'
           % (checkpoint, model_dir_lib.checkpoint_step(checkpoint), export_dir))
-  return export_dir
 
 
 def main(argv):

@@ -58,7 +58,12 @@ flags.DEFINE_integer('image_size', 0, 'image_folder: resize every image to '
                      'this square size (0: keep).')
 flags.DEFINE_string('unlabeled_dir', 'unlabeled', 'image_folder: folder of '
                     'unlabeled images inside --source_dir ("" for none).')
-flags.DEFINE_bool('overwrite', False, 'Replace existing datasets / splits.')
+flags.DEFINE_bool('overwrite', False, 'Replace existing datasets / splits. '
+                  'A dataset\'s splits are kept when the new data holds the '
+                  'same records; otherwise see --drop_splits.')
+flags.DEFINE_bool('drop_splits', False, 'With --overwrite of a dataset whose '
+                  'records change: delete its splits (without it the '
+                  'overwrite is refused while splits exist).')
 flags.DEFINE_multi_string('split', [], 'Split NAME.SEED@LABELS-VALID[.TAG] to '
                           'create (repeatable).')
 flags.DEFINE_list('labeled_classes', None, 'Splits: classes (ids or names) of '
@@ -122,7 +127,8 @@ def prepare(data_dir):
                      unlabeled_dir=FLAGS.unlabeled_dir)
   path = writer.write_dataset(data_dir, name, raw.splits, raw.class_names,
                               raw.source, zca=FLAGS.zca,
-                              overwrite=FLAGS.overwrite)
+                              overwrite=FLAGS.overwrite,
+                              drop_splits=FLAGS.drop_splits)
   info = dataset_info.load(path)
   print('prepared %s in %s (%s, %d classes%s): %s' % (
       name, path, 'x'.join(str(d) for d in info['image_shape']),

@@ -180,6 +180,14 @@ def run(flag_values, printer=print):
     raise cli.UsageError('--model_dir is required')
   name = dataset_name(flag_values)
   check_dataset(data_dir, name)
+  with sources.reading(data_dir, name):
+    return _run(flag_values, printer, opts, strategy, cluster, shard, data_dir,
+                model_dir, name)
+
+
+def _run(flag_values, printer, opts, strategy, cluster, shard, data_dir,
+         model_dir, name):
+  """`run` holding the data's shared locks (sources.reading)."""
   model_dir = model_dir_lib.prepare(cli.resolve_path(model_dir))
   source = sources.resolve(data_dir, name)
   facts = {'num_classes': int(source.info['num_classes']),

@@ -1,0 +1,288 @@
+"""Issue 16: no command destroys a run or a dataset, racing writers never
+replace each other, any legal path works, and hostile input gets one line.
+
+Tiny 8×8 data through the real writer and splitter, a tiny network, as in
+tests/test_reliability.py. Entry points run in-process where the protection
+does not need a separate process, and as subprocesses (batched where
+possible) where exit codes or real concurrency are the point.
+"""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+from absl import flags
+import numpy as np
+import tensorflow.compat.v1 as tf
+
+from input_pipeline import dataset_info
+from input_pipeline import sources
+from input_pipeline import splits as splits_lib
+from input_pipeline import writer
+from input_pipeline.errors import DataError
+from launch import cli
+from launch import export as export_lib
+from launch import model_dir as model_dir_lib
+from launch import params as params_lib
+from launch import train as train_lib
+from tests import data_fixtures
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY_NET = ['--network=resnet', '--filters=4', '--repeat=1', '--scales=1']
+BASE_FLAGS = ['--algorithm=supervised', '--batch_size=4',
+              '--save_checkpoints_steps=5', '--log_every_steps=5'] + TINY_NET
+
+if 'model_dir' not in flags.FLAGS:
+  train_lib.define_flags()
+
+
+def _env():
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3')
+  env.pop('BUILD_WORKING_DIRECTORY', None)
+  return env
+
+
+def start_entry(script, args):
+  return subprocess.Popen(
+      [sys.executable, os.path.join(ROOT, 'launch', script + '.py')] + args,
+      stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True,
+      env=_env())
+
+
+def run_entry(script, args):
+  proc = start_entry(script, args)
+  stdout, stderr = proc.communicate(timeout=600)
+  return proc.returncode, stdout, stderr
+
+
+def error_lines(stderr):
+  return [l for l in stderr.splitlines() if l.startswith('error:')]
+
+
+def snapshot(root):
+  """{relative path: bytes} of every file under root."""
+  found = {}
+  for directory, _, files in os.walk(root):
+    for name in files:
+      path = os.path.join(directory, name)
+      with open(path, 'rb') as f:
+        found[os.path.relpath(path, root)] = f.read()
+  return found
+
+
+class HardeningTestBase(data_fixtures.TinyDataTestCase):
+
+  def tearDown(self):
+    flags.FLAGS.unparse_flags()
+    for held in list(model_dir_lib._HELD):  # pylint: disable=protected-access
+      model_dir_lib.unlock(held)
+    super(HardeningTestBase, self).tearDown()
+
+  def copy_data(self, name='data_copy'):
+    data_dir = os.path.join(self.get_temp_dir(), name)
+    shutil.rmtree(data_dir, ignore_errors=True)
+    shutil.copytree(self.data_dir, data_dir)
+    return data_dir
+
+  def train_args(self, model_dir, *extra, **kwargs):
+    return (['--data_dir=' + kwargs.get('data_dir', self.data_dir),
+             '--dataset=' + kwargs.get('split', self.split),
+             '--model_dir=' + model_dir] + BASE_FLAGS + list(extra))
+
+  def train_in_process(self, model_dir, *extra, **kwargs):
+    """Runs train.run in this process; returns the printed lines."""
+    lines = []
+    printer = kwargs.pop('printer', lines.append)
+    argv = ['train'] + self.train_args(model_dir, *extra, **kwargs)
+    flags.FLAGS(params_lib.reorder_flagfiles(argv))
+    try:
+      train_lib.run(flags.FLAGS, printer=printer)
+    finally:
+      flags.FLAGS.unparse_flags()
+      model_dir_lib.unlock(model_dir)
+    return lines
+
+  def assertOneLine(self, stderr, code, got_code, *needles):
+    lines = error_lines(stderr)
+    self.assertLen(lines, 1, stderr)
+    self.assertNotIn('Traceback', stderr)
+    self.assertEqual(got_code, code, stderr)
+    for needle in needles:
+      self.assertIn(needle, lines[0])
+    return lines[0]
+
+
+class ExportTargetTest(HardeningTestBase):
+  """The export never touches its own run, and replaces only an export."""
+
+  def test_export_refuses_its_run_and_non_exports(self):
+    work = self.get_temp_dir()
+    model_dir = os.path.join(work, 'runs', 'run')
+    self.train_in_process(model_dir, '--train_steps=5')
+    before = snapshot(model_dir)
+    for export_dir, needle in (
+        (model_dir, 'is --model_dir'),
+        (os.path.join(model_dir, 'export'), 'lies inside --model_dir'),
+        (os.path.dirname(model_dir), 'contains --model_dir'),
+        (model_dir + '/../run/.', 'is --model_dir')):
+      with self.assertRaises(cli.UsageError, msg=export_dir) as e:
+        export_lib.export(model_dir, export_dir, overwrite=True,
+                          verify_images=0, printer=lambda _: None)
+      self.assertIn(needle, str(e.exception))
+      self.assertEqual(snapshot(model_dir), before, export_dir)
+    # --overwrite replaces an export, not any directory.
+    precious = os.path.join(work, 'precious')
+    os.makedirs(precious)
+    with open(os.path.join(precious, 'notes.txt'), 'w') as f:
+      f.write('keep me')
+    with self.assertRaises(cli.UsageError) as e:
+      export_lib.export(model_dir, precious, overwrite=True, verify_images=0,
+                        printer=lambda _: None)
+    self.assertIn('is not an export', str(e.exception))
+    self.assertEqual(os.listdir(precious), ['notes.txt'])
+    # A real export, then its --overwrite, still work.
+    export_dir = os.path.join(work, 'export')
+    for overwrite in (False, True):
+      export_lib.export(model_dir, export_dir, overwrite=overwrite,
+                        verify_images=0, printer=lambda _: None)
+      self.assertTrue(os.path.isfile(os.path.join(export_dir,
+                                                  'saved_model.pb')))
+    self.assertEqual(snapshot(model_dir), before)
+
+
+class DatasetOverwriteTest(HardeningTestBase):
+  """prepare --overwrite keeps valid splits and never pulls data from under
+  a reader; creating a dataset or split is exclusive."""
+
+  def test_identical_data_keeps_splits(self):
+    data_dir = self.copy_data()
+    split_dir = splits_lib.split_dir(os.path.join(data_dir, 'tiny'),
+                                     self.split)
+    before = snapshot(split_dir)
+    data_fixtures.prepare_tiny_dataset(data_dir, n_train=64, n_test=16)
+    self.assertEqual(snapshot(split_dir), before)
+    source = sources.resolve(data_dir, self.split)
+    sources.verify(source, deep=True)
+
+  def test_changed_data_refuses_naming_splits_unless_dropped(self):
+    data_dir = self.copy_data()
+    dataset_dir = os.path.join(data_dir, 'tiny')
+    before = snapshot(dataset_dir)
+    with self.assertRaises(DataError) as e:
+      data_fixtures.prepare_tiny_dataset(data_dir, n_train=64, n_test=16,
+                                         seed=7)
+    self.assertIn(self.split, str(e.exception))
+    self.assertIn('--drop_splits', str(e.exception))
+    self.assertEqual(snapshot(dataset_dir), before)
+    self.assertEqual([n for n in os.listdir(data_dir) if '.tmp-' in n or
+                      '.old-' in n], [])
+    splits = {'train': data_fixtures.tiny_arrays(64, seed=7),
+              'test': data_fixtures.tiny_arrays(16, seed=8)}
+    writer.write_dataset(data_dir, 'tiny', splits,
+                         ['class%d' % c for c in range(4)], 'tiny',
+                         overwrite=True, drop_splits=True)
+    self.assertEqual(writer.existing_splits(dataset_dir), [])
+
+  def test_overwrite_replaces_only_a_dataset(self):
+    data_dir = os.path.join(self.get_temp_dir(), 'data_other')
+    other = os.path.join(data_dir, 'tiny')
+    os.makedirs(other)
+    with open(os.path.join(other, 'thesis.tex'), 'w') as f:
+      f.write('years of work')
+    with self.assertRaises(DataError) as e:
+      data_fixtures.prepare_tiny_dataset(data_dir)
+    self.assertIn('is not a dataset', str(e.exception))
+    self.assertEqual(os.listdir(other), ['thesis.tex'])
+
+  def test_reader_blocks_overwrite_and_writer_blocks_reader(self):
+    data_dir = self.copy_data()
+    with sources.reading(data_dir, self.split):
+      with self.assertRaises(DataError) as e:
+        data_fixtures.prepare_tiny_dataset(data_dir, seed=7)
+      self.assertIn('in use by another process', str(e.exception))
+      with self.assertRaises(DataError) as e:
+        data_fixtures.make_tiny_split(data_dir, overwrite=True)
+      self.assertIn('in use by another process', str(e.exception))
+    with writer.lock(os.path.join(data_dir, 'tiny'), True, 'dataset'):
+      with self.assertRaises(DataError) as e:
+        with sources.reading(data_dir, self.split):
+          pass
+      self.assertIn('being written by another process', str(e.exception))
+      # Drawing a split reads the dataset: refused too.
+      with self.assertRaises(DataError):
+        data_fixtures.make_tiny_split(data_dir, seed=2)
+    # Free again: both work.
+    data_fixtures.prepare_tiny_dataset(data_dir, n_train=64, n_test=16)
+    data_fixtures.make_tiny_split(data_dir, seed=2)
+
+  def test_training_holds_the_shared_lock(self):
+    data_dir = self.copy_data()
+    dataset_dir = os.path.join(data_dir, 'tiny')
+    refusals = []
+
+    def printer(unused_line):
+      try:
+        writer.lock(dataset_dir, True, 'dataset').release()
+      except DataError as e:
+        refusals.append(str(e))
+
+    self.train_in_process(os.path.join(self.get_temp_dir(), 'run_lock'),
+                          '--train_steps=5', data_dir=data_dir,
+                          printer=printer)
+    self.assertNotEmpty(refusals)
+    self.assertTrue(all('in use' in r for r in refusals))
+    # Released when training ends.
+    writer.lock(dataset_dir, True, 'dataset').release()
+
+  def test_creating_is_exclusive(self):
+    """A writer that finds its target created meanwhile does not replace it."""
+    data_dir = os.path.join(self.get_temp_dir(), 'data_race')
+    target = os.path.join(data_dir, 'tiny')
+    original = dataset_info.write_json
+    other = []
+
+    def write_json_after_a_rival(path, obj):
+      # A rival process completes the same dataset while this one is still
+      # writing (its rename into place, simulated by a copy).
+      if not other:
+        shutil.copytree(os.path.join(self.data_dir, 'tiny'), target)
+        other.append(snapshot(target))
+      original(path, obj)
+
+    dataset_info.write_json = write_json_after_a_rival
+    try:
+      with self.assertRaises(DataError) as e:
+        writer.write_dataset(
+            data_dir, 'tiny', {'train': data_fixtures.tiny_arrays(64)},
+            ['class%d' % c for c in range(4)], 'tiny')
+    finally:
+      dataset_info.write_json = original
+    self.assertIn(target, str(e.exception))
+    self.assertIn('another process wrote it meanwhile', str(e.exception))
+    self.assertEqual(snapshot(target), other[0])
+    self.assertEqual(os.listdir(data_dir), ['tiny'])
+
+  def test_two_concurrent_prepares_one_wins(self):
+    source = os.path.join(self.get_temp_dir(), 'folder')
+    images, labels = data_fixtures.tiny_arrays(40)
+    data_fixtures.write_image_folder(
+        source, {'c%d' % c: images[labels == c] for c in range(4)})
+    data_dir = os.path.join(self.get_temp_dir(), 'data_two')
+    args = ['--dataset=image_folder', '--source_dir=' + source,
+            '--data_dir=' + data_dir, '--name=race']
+    procs = [start_entry('prepare_data', args) for _ in range(2)]
+    results = [(p.wait(timeout=600),) + p.communicate() for p in procs]
+    codes = sorted(r[0] for r in results)
+    self.assertEqual(codes, [0, 1], results)
+    loser = [r for r in results if r[0] == 1][0]
+    self.assertOneLine(loser[2], 1, 1, os.path.join(data_dir, 'race'))
+    dataset_info.verify(os.path.join(data_dir, 'race'),
+                        dataset_info.load(os.path.join(data_dir, 'race')),
+                        deep=True)
+    self.assertEqual(os.listdir(data_dir), ['race'])
+
+
+if __name__ == '__main__':
+  tf.test.main()
