@@ -6,16 +6,107 @@ the life of the process. The kernel drops the lock when the process ends,
 however it ends (kill -9 included), so a crashed run never leaves it stuck.
 """
 
+import atexit
 import errno
 import fcntl
+import fnmatch
 import os
 import re
 import shutil
 import tempfile
 
 import tensorflow.compat.v1 as tf
+from tensorflow.python import pywrap_tensorflow
+from tensorflow.python.lib.io import file_io
+from tensorflow.python.training import saver as saver_lib
 
 from launch import cli
+
+_GLOB_CHARS = re.compile(r'[*?[]')
+_tf_get_matching_files = file_io.get_matching_files
+
+
+def _literal_directory_matching_files(pattern):
+  """file_io.get_matching_files reading a pattern's directory literally.
+
+  TensorFlow's Saver and checkpoint queries (latest_checkpoint, restore,
+  removing old checkpoints) check that a checkpoint exists by globbing
+  `<model_dir>/model.ckpt-N.index` or `...data-?????-of-?????`, so a
+  MODEL_DIR whose path holds `[`, `*` or `?` never finds its own
+  checkpoints. Here only the last component is a pattern (the checkpoint
+  file names TensorFlow builds); a directory part with glob characters that
+  exists as written is listed as it is. Any other pattern goes to
+  TensorFlow unchanged.
+  """
+  if not isinstance(pattern, (str, bytes)):
+    return [match for p in pattern
+            for match in _literal_directory_matching_files(p)]
+  text = pattern.decode('utf-8') if isinstance(pattern, bytes) else pattern
+  directory, name = os.path.split(text)
+  if not (_GLOB_CHARS.search(directory) and os.path.isdir(directory)):
+    return _tf_get_matching_files(pattern)
+  return [os.path.join(directory, n) for n in sorted(os.listdir(directory))
+          if fnmatch.fnmatchcase(n, name)]
+
+
+_LINK_DIR = []
+
+
+def _glob_free_prefix(prefix):
+  """`prefix` itself, or a glob-free alias of it made of symbolic links.
+
+  TensorFlow's C++ checkpoint reader (tf.train.load_checkpoint) globs its
+  argument too, and takes the pattern as the literal prefix afterwards, so
+  escaping cannot help: a checkpoint under a directory with glob characters
+  is read through links to its files in a private temporary directory
+  (removed when the process ends).
+  """
+  directory, name = os.path.split(prefix)
+  if not (_GLOB_CHARS.search(directory) and os.path.isdir(directory)):
+    return prefix
+  if not _LINK_DIR:
+    _LINK_DIR.append(tempfile.mkdtemp(prefix='ckpt-links-'))
+    atexit.register(shutil.rmtree, _LINK_DIR[0], True)
+  alias = tempfile.mkdtemp(dir=_LINK_DIR[0])
+  for n in os.listdir(directory):
+    if n.startswith(name + '.'):
+      os.symlink(os.path.join(directory, n), os.path.join(alias, n))
+  return os.path.join(alias, name)
+
+
+_tf_new_checkpoint_reader = pywrap_tensorflow.NewCheckpointReader
+
+
+def _literal_checkpoint_reader(filepattern):
+  if isinstance(filepattern, bytes):
+    filepattern = filepattern.decode('utf-8')
+  return _tf_new_checkpoint_reader(_glob_free_prefix(filepattern))
+
+
+_tf_saver_restore = saver_lib.Saver.restore
+
+
+def _literal_saver_restore(self, sess, save_path):
+  # The RestoreV2 op globs its prefix as well (C++).
+  if save_path is not None:
+    save_path = _glob_free_prefix(
+        save_path.decode('utf-8') if isinstance(save_path, bytes)
+        else save_path)
+  return _tf_saver_restore(self, sess, save_path)
+
+
+def install_literal_paths():
+  """Makes TensorFlow's checkpoint code work in any MODEL_DIR (see above).
+
+  Idempotent; done when this module is imported, which every entry point
+  that reads or writes checkpoints does.
+  """
+  file_io.get_matching_files = _literal_directory_matching_files
+  pywrap_tensorflow.NewCheckpointReader = _literal_checkpoint_reader
+  saver_lib.Saver.restore = _literal_saver_restore
+
+
+install_literal_paths()
 
 
 def prepare(model_dir):

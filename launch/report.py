@@ -86,7 +86,8 @@ def read_scalars(directory):
     last checkpoint), the value written last wins.
   """
   found = {}
-  for path in glob.glob(os.path.join(directory, 'events.out.tfevents.*')):
+  for path in glob.glob(os.path.join(glob.escape(directory),
+                                   'events.out.tfevents.*')):
     try:
       for event in tf.train.summary_iterator(path):
         for value in event.summary.value:
@@ -121,7 +122,8 @@ def load_run(model_dir, name=None):
   """Reads params.json, the event files and eval_results.json of a run."""
   params = params_lib.load(model_dir)
   evals = collections.OrderedDict()
-  for path in sorted(glob.glob(os.path.join(model_dir, EVAL_PREFIX + '*'))):
+  for path in sorted(glob.glob(os.path.join(glob.escape(model_dir),
+                                              EVAL_PREFIX + '*'))):
     if os.path.isdir(path):
       evals[os.path.basename(path)[len(EVAL_PREFIX):]] = read_scalars(path)
   results = None

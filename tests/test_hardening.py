@@ -23,9 +23,11 @@ from input_pipeline import splits as splits_lib
 from input_pipeline import writer
 from input_pipeline.errors import DataError
 from launch import cli
+from launch import eval as eval_lib
 from launch import export as export_lib
 from launch import model_dir as model_dir_lib
 from launch import params as params_lib
+from launch import report as report_lib
 from launch import train as train_lib
 from tests import data_fixtures
 
@@ -282,6 +284,47 @@ class DatasetOverwriteTest(HardeningTestBase):
                         dataset_info.load(os.path.join(data_dir, 'race')),
                         deep=True)
     self.assertEqual(os.listdir(data_dir), ['race'])
+
+
+# Legal in a path, special to a glob, a list flag or a shell.
+WEIRD = 'a [0]*?, b-é'
+
+
+class AnyPathTest(HardeningTestBase):
+  """Model, data, export and report directories with glob characters,
+  commas, spaces and non-ASCII letters: train, resume, eval, export, report."""
+
+  def test_train_resume_eval_export_report(self):
+    work = os.path.join(self.get_temp_dir(), WEIRD)
+    data_dir = os.path.join(work, 'data ' + WEIRD)
+    shutil.copytree(self.data_dir, data_dir)
+    model_dir = os.path.join(work, 'run ' + WEIRD)
+    self.train_in_process(model_dir, '--train_steps=5', '--ema_decay=0.5',
+                          data_dir=data_dir)
+    self.assertEqual(model_dir_lib.latest_checkpoint(model_dir),
+                     os.path.join(model_dir, 'model.ckpt-5'))
+    lines = self.train_in_process(model_dir, '--train_steps=15',
+                                  '--ema_decay=0.5', '--keep_checkpoint_max=1',
+                                  data_dir=data_dir)
+    self.assertTrue(any('resuming from' in l and '(step 5)' in l
+                        for l in lines), lines)
+    self.assertEqual(model_dir_lib.checkpoint_step(
+        model_dir_lib.latest_checkpoint(model_dir)), 15)
+    # keep_checkpoint_max removed the older checkpoints (TensorFlow globs).
+    self.assertEqual(sorted(n for n in os.listdir(model_dir)
+                            if n.endswith('.index')), ['model.ckpt-15.index'])
+    results = eval_lib.run(model_dir, printer=lambda _: None)
+    self.assertEqual(results['step'], 15)
+    export_dir = os.path.join(work, 'export ' + WEIRD)
+    for overwrite in (False, True):
+      export_lib.export(model_dir, export_dir, overwrite=overwrite,
+                        verify_images=4, printer=lambda _: None)
+    self.assertTrue(os.path.isfile(os.path.join(export_dir, 'saved_model.pb')))
+    output_dir = os.path.join(work, 'report ' + WEIRD)
+    data = report_lib.report([model_dir], output_dir, printer=lambda _: None)
+    self.assertTrue(data['plots']['accuracy'])  # eval events were found
+    self.assertTrue(os.path.isfile(os.path.join(output_dir, 'report.md')))
+    self.assertEqual([n for n in os.listdir(work) if '.tmp-' in n], [])
 
 
 if __name__ == '__main__':
