@@ -253,6 +253,8 @@ def run(model_dir, checkpoint=None, data_dir=None, dataset=None,
     params['data_dir'] = data_dir
   if dataset:
     params['dataset'] = dataset
+  params_lib.check_batch_memory('batch_size', batch_size, batch_size,
+                                params['image_shape'])
   checkpoint = checkpoint or model_dir_lib.latest_checkpoint(model_dir)
   if not checkpoint:
     raise cli.UsageError('no checkpoint in %s: train first' % model_dir)

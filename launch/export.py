@@ -202,6 +202,7 @@ def export(model_dir, export_dir, checkpoint=None, data_dir=None,
   """Exports, verifies and renames into place; returns export_dir."""
   export_dir = os.path.abspath(export_dir)
   check_export_dir(model_dir, export_dir, overwrite)
+  model_dir_lib.check_writable(export_dir, '--export_dir')
   restored = recover(export_dir)
   if restored:
     printer('restored the previous export from %s' % restored)
@@ -215,7 +216,7 @@ def export(model_dir, export_dir, checkpoint=None, data_dir=None,
     raise cli.UsageError('%s exists; pass --overwrite to replace it'
                          % export_dir)
   parent = os.path.dirname(export_dir)
-  model_dir_lib.prepare(parent)
+  model_dir_lib.prepare(parent, '--export_dir')
   with sources.reading(params['data_dir'], params['dataset']):
     _export(params, checkpoint, export_dir, verify_images, printer)
   return export_dir

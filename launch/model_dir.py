@@ -109,16 +109,46 @@ def install_literal_paths():
 install_literal_paths()
 
 
-def prepare(model_dir):
-  """Creates model_dir; raises cli.UsageError when it cannot be written."""
+def prepare(model_dir, flag='--model_dir'):
+  """Creates model_dir; raises cli.UsageError naming `flag` when it cannot
+  be written."""
   try:
     os.makedirs(model_dir, exist_ok=True)
     probe = tempfile.NamedTemporaryFile(dir=model_dir, prefix='.probe-')
     probe.close()
   except OSError as e:
-    raise cli.UsageError('--model_dir %s is not writable: %s'
-                         % (model_dir, e.strerror or e))
+    raise cli.UsageError('%s %s is not writable: %s'
+                         % (flag, model_dir, e.strerror or e))
   return model_dir
+
+
+def check_writable(model_dir, flag='--model_dir'):
+  """cli.UsageError when `model_dir` could not be created or written.
+
+  Creates nothing: the nearest existing ancestor must be a writable
+  directory (a directory that exists must be writable itself).
+  """
+  path = model_dir
+  while not os.path.exists(path):
+    parent = os.path.dirname(path)
+    if parent == path:
+      break
+    path = parent
+  if not os.path.isdir(path):
+    raise cli.UsageError('%s %s is not writable: %s is not a directory'
+                         % (flag, model_dir, path))
+  if not os.access(path, os.W_OK | os.X_OK):
+    raise cli.UsageError('%s %s is not writable: permission denied on %s'
+                         % (flag, model_dir, path))
+
+
+def remove_if_unused(model_dir):
+  """Removes a model_dir that holds nothing but its lock file."""
+  try:
+    if set(os.listdir(model_dir)) <= {LOCK_FILE}:
+      shutil.rmtree(model_dir)
+  except OSError:
+    pass
 
 
 LOCK_FILE = '.lock'
@@ -259,6 +289,15 @@ def write_atomic(path, text):
     if os.path.exists(tmp):
       os.remove(tmp)
     raise
+
+
+def has_checkpoint(model_dir):
+  """Whether model_dir holds any checkpoint file (listed or not)."""
+  try:
+    names = os.listdir(model_dir)
+  except OSError:
+    return False
+  return any(_CHECKPOINT_FILE_RE.match(n) for n in names)
 
 
 def latest_checkpoint(model_dir):

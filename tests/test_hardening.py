@@ -286,6 +286,110 @@ class DatasetOverwriteTest(HardeningTestBase):
     self.assertEqual(os.listdir(data_dir), ['race'])
 
 
+class StartTest(HardeningTestBase):
+  """Memory-shaped flags, NaN flags, and starts that fail leave nothing that
+  blocks the retry."""
+
+  def test_batch_that_cannot_fit_is_refused_before_work(self):
+    model_dir = os.path.join(self.get_temp_dir(), 'run_huge')
+    for flag, needle in (('--batch_size=10000000', '--batch_size=10000000'),
+                         ('--eval_batch_size=100000000',
+                          '--eval_batch_size=100000000')):
+      with self.assertRaises(cli.UsageError) as e:
+        self.train_in_process(model_dir, '--train_steps=5', flag)
+      self.assertIn(needle, str(e.exception))
+      self.assertIn('GB', str(e.exception))
+      self.assertFalse(os.path.exists(model_dir))
+    with self.assertRaises(cli.UsageError) as e:
+      params_lib.check_batch_memory('batch_size', 100, 100, [32, 32, 3],
+                                    memory=2 ** 20)
+    # A batch larger than the labeled set (8 images) repeats it: fine.
+    lines = self.train_in_process(model_dir, '--train_steps=2',
+                                  '--batch_size=32',
+                                  '--save_checkpoints_steps=2')
+    self.assertTrue(any(l.startswith('step 2:') for l in lines), lines)
+
+  def test_non_finite_flags_refused(self):
+    model_dir = os.path.join(self.get_temp_dir(), 'run_nan')
+    for flag in ('--lr=nan', '--weight_decay=inf', '--ema_decay=-inf'):
+      with self.assertRaises(cli.UsageError) as e:
+        self.train_in_process(model_dir, '--train_steps=5', flag)
+      self.assertIn(flag.split('=')[0], str(e.exception))
+      self.assertIn('finite', str(e.exception))
+      self.assertFalse(os.path.exists(model_dir))
+
+  def test_failed_start_leaves_nothing_that_blocks_a_retry(self):
+    work = self.get_temp_dir()
+    # A flag error creates no model directory.
+    model_dir = os.path.join(work, 'run_retry')
+    with self.assertRaises(cli.UsageError):
+      self.train_in_process(model_dir, '--train_steps=5', '--lr=-1')
+    self.assertFalse(os.path.exists(model_dir))
+    # A start that fails once the directory exists (damaged data) removes
+    # the directory it created.
+    data_dir = self.copy_data()
+    split = sources.resolve(data_dir, self.split)
+    path = split.files['labeled'][0]
+    with open(path, 'r+b') as f:
+      f.seek(os.path.getsize(path) // 2)
+      byte = f.read(1)
+      f.seek(-1, os.SEEK_CUR)
+      f.write(bytes([byte[0] ^ 0xFF]))
+    with self.assertRaises(DataError):
+      self.train_in_process(model_dir, '--train_steps=5', data_dir=data_dir)
+    self.assertFalse(os.path.exists(model_dir))
+    # params.json of a start that saved no checkpoint does not block the
+    # corrected retry.
+    os.makedirs(model_dir)
+    with open(os.path.join(model_dir, 'params.json'), 'w') as f:
+      json.dump({'algorithm': 'supervised', 'batch_size': 1000}, f)
+    self.train_in_process(model_dir, '--train_steps=5')
+    with open(os.path.join(model_dir, 'params.json')) as f:
+      self.assertEqual(json.load(f)['batch_size'], 4)
+    # Once a checkpoint exists, different params are still refused.
+    with self.assertRaises(cli.UsageError) as e:
+      self.train_in_process(model_dir, '--train_steps=10', '--batch_size=8')
+    self.assertIn('cannot resume', str(e.exception))
+
+  def test_output_flags_named_and_report_all_or_nothing(self):
+    work = self.get_temp_dir()
+    model_dir = os.path.join(work, 'run_out')
+    self.train_in_process(model_dir, '--train_steps=5')
+    a_file = os.path.join(work, 'a_file')
+    with open(a_file, 'w') as f:
+      f.write('x')
+    with self.assertRaises(cli.UsageError) as e:
+      export_lib.export(model_dir, os.path.join(a_file, 'export'),
+                        verify_images=0, printer=lambda _: None)
+    self.assertIn('--export_dir', str(e.exception))
+    self.assertNotIn('--model_dir', str(e.exception))
+    with self.assertRaises(cli.UsageError) as e:
+      report_lib.report([model_dir], os.path.join(a_file, 'report'),
+                        printer=lambda _: None)
+    self.assertIn('--output_dir', str(e.exception))
+    self.assertNotIn('--model_dir', str(e.exception))
+    # A report that fails while writing leaves no plots without report.md.
+    output_dir = os.path.join(work, 'report')
+    original = report_lib.markdown
+
+    def failing_markdown(*unused):
+      raise RuntimeError('simulated failure')
+
+    report_lib.markdown = failing_markdown
+    try:
+      with self.assertRaises(RuntimeError):
+        report_lib.report([model_dir], output_dir, printer=lambda _: None)
+    finally:
+      report_lib.markdown = original
+    self.assertFalse(os.path.exists(output_dir))
+    # A failure on the data (here: a data_dir without the dataset) comes
+    # before anything is written.
+    with self.assertRaises((DataError, cli.UsageError)):
+      report_lib.report([model_dir], output_dir, printer=lambda _: None,
+                        data_dir=os.path.join(work, 'no_data'))
+    self.assertFalse(os.path.exists(output_dir))
+
+
 # Legal in a path, special to a glob, a list flag or a shell.
 WEIRD = 'a [0]*?, b-é'
 
