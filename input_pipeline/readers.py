@@ -409,28 +409,26 @@ def _folder_items(root_real, folder, class_names, unlabeled=False):
   for label, name in enumerate(class_names):
     class_dir = os.path.join(folder, name)
     if os.path.isdir(class_dir):
-      items.extend((p, label) for p in _image_files(root_real, class_dir))
+      found = _image_files(root_real, class_dir)
+      if not found:
+        # An empty class would be a class no image teaches (refused, not
+        # dropped: dropping it would renumber the other classes).
+        raise DataError('class folder %s has no .png/.jpg/.jpeg images; add '
+                        'images or remove the folder' % class_dir)
+      items.extend((p, label) for p in found)
   if not items:
     raise DataError('no .png/.jpg/.jpeg images found in %s' % folder)
   return items
 
 
-def _load_split(items, image_size, first):
-  """Loads the images of `items`; all must match `first` = (shape, path)."""
-  images = []
-  for path, _ in items:
-    image = _load_image(path, image_size)
-    if first is None:
-      first = (image.shape, path)
-    elif image.shape != first[0]:
-      raise DataError('image %s has shape %s but %s has %s; all images must '
-                      'share one shape (use --image_size to resize)'
-                      % (path, image.shape, first[1], first[0]))
-    images.append(image)
-  return (np.stack(images), np.array([l for _, l in items], np.int64)), first
+def _load_split(items, image_size):
+  """([uint8 [H, W, C] images], int64 labels) of `items`."""
+  return ([_load_image(path, image_size) for path, _ in items],
+          np.array([l for _, l in items], np.int64))
 
 
-def read_image_folder(source_dir, image_size=0, unlabeled_dir='unlabeled'):
+def read_image_folder(source_dir, image_size=0, unlabeled_dir='unlabeled',
+                      channels=0):
   """Reads `<source_dir>/<class>/*.png|jpg|jpeg` into labelled splits.
 
   If `source_dir/train/` and `source_dir/test/` both exist they become the
@@ -445,10 +443,14 @@ def read_image_folder(source_dir, image_size=0, unlabeled_dir='unlabeled'):
     source_dir: the root folder.
     image_size: if > 0, every image is resized to image_size x image_size.
     unlabeled_dir: name of the unlabeled folder ('' for none).
+    channels: 1 or 3 converts every image to that many channels
+      (`convert_channels`); 0: 1 when every image is grey, else 3. Images
+      whose channel counts differ (grey, RGB, RGBA) are therefore fine.
 
   Raises:
-    DataError: missing folders, unreadable images, images of different
-      shapes (naming both files), or a path leading outside `source_dir`.
+    DataError: missing folders, a class folder without images, fewer than
+      two classes, unreadable images, images of different sizes (naming both
+      files), or a path leading outside `source_dir`.
   """
   if not os.path.isdir(source_dir):
     raise DataError('source directory %s does not exist' % source_dir)
@@ -477,10 +479,28 @@ def read_image_folder(source_dir, image_size=0, unlabeled_dir='unlabeled'):
     items.append(('unlabeled', _folder_items(
         root_real, _inside(root_real, unlabeled_path), class_names,
         unlabeled=True)))
-  splits = collections.OrderedDict()
+  loaded = [(split, _load_split(split_items, image_size))
+            for split, split_items in items]
+  if len(class_names) < 2:
+    raise DataError('%s has %d class folder (%s); a classifier needs at least '
+                    '2 classes' % (split_dirs[0][1], len(class_names),
+                                   ', '.join(class_names)))
   first = None
-  for split, split_items in items:
-    splits[split], first = _load_split(split_items, image_size, first)
+  for split, (images, _) in loaded:
+    for i, image in enumerate(images):
+      path = dict(items)[split][i][0]
+      if first is None:
+        first = (image.shape, path)
+      elif image.shape[:2] != first[0][:2]:
+        raise DataError('image %s has shape %s but %s has %s; all images must '
+                        'share one size (use --image_size to resize)'
+                        % (path, image.shape, first[1], first[0]))
+  channels = channels or auto_channels(
+      {image.shape[-1] for _, (images, _) in loaded for image in images})
+  splits = collections.OrderedDict(
+      (split, (np.stack([convert_channels(image[None], channels)[0]
+                         for image in images]),
+               labels)) for split, (images, labels) in loaded)
   return RawDataset(splits, class_names, 'image_folder')
 
 
@@ -582,16 +602,70 @@ DATASETS = ('fashion_mnist', 'mnist', 'cifar10', 'cifar100', 'svhn',
             'image_folder', 'tfds:NAME')
 
 
+CHANNELS = (0, 1, 3)
+
+
+def convert_channels(images, channels):
+  """uint8 [N, H, W, C] images with `channels` (1 or 3) channels.
+
+  The rule every prepared dataset follows: alpha is dropped (RGBA -> RGB,
+  LA -> L), grey is repeated to RGB, and RGB becomes grey by ITU-R 601
+  luma (PIL's 'L' conversion).
+  """
+  images = np.asarray(images)
+  if images.shape[-1] in (2, 4):
+    images = images[..., :-1]
+  if images.shape[-1] == channels:
+    return images
+  if channels == 3:
+    return np.repeat(images, 3, axis=-1)
+  luma = images.astype(np.float32) @ np.array([0.299, 0.587, 0.114],
+                                               np.float32)
+  return np.clip(np.round(luma), 0, 255).astype(np.uint8)[..., None]
+
+
+def auto_channels(channel_counts):
+  """The declared channel count for images of these channel counts: 1 when
+  every image is grey (with or without alpha), else 3."""
+  return 1 if set(channel_counts) <= {1, 2} else 3
+
+
+def _with_channels(raw, channels):
+  """`raw` with every split converted to one channel count (see read)."""
+  counts = {np.asarray(images).shape[-1] for images, _ in raw.splits.values()
+            if np.asarray(images).ndim == 4}
+  channels = channels or auto_channels(counts)
+  if counts <= {channels}:
+    return raw
+  splits = collections.OrderedDict(
+      (name, (convert_channels(images, channels), labels))
+      for name, (images, labels) in raw.splits.items())
+  return raw._replace(splits=splits)
+
+
 def read(dataset, source_dir, coarse_labels=False, svhn_extra=False,
-         image_size=0, unlabeled_dir='unlabeled'):
+         image_size=0, unlabeled_dir='unlabeled', channels=0):
   """Reads `dataset` (one of DATASETS) from `source_dir`.
 
-  For `tfds:NAME`, `source_dir` is the TFDS data directory.
+  For `tfds:NAME`, `source_dir` is the TFDS data directory. Every image of
+  the result has `channels` channels (1 or 3; 0: 1 when every image is grey,
+  else 3), converted by `convert_channels`, so that every prepared dataset
+  trains with every algorithm (which take grey or RGB images).
 
   Raises:
     ValueError: unknown dataset kind (lists the known ones).
     DataError: problems with the files.
   """
+  if channels not in CHANNELS:
+    raise ValueError('channels must be one of %s, got %r' % (CHANNELS,
+                                                            channels))
+  return _with_channels(_read(dataset, source_dir, coarse_labels, svhn_extra,
+                              image_size, unlabeled_dir, channels), channels)
+
+
+def _read(dataset, source_dir, coarse_labels, svhn_extra, image_size,
+          unlabeled_dir, channels):
+  """`read` before the channel conversion."""
   if dataset == 'fashion_mnist':
     return read_fashion_mnist(source_dir)
   if dataset == 'mnist':
@@ -604,7 +678,7 @@ def read(dataset, source_dir, coarse_labels=False, svhn_extra=False,
     return read_svhn(source_dir, extra=svhn_extra)
   if dataset == 'image_folder':
     return read_image_folder(source_dir, image_size=image_size,
-                             unlabeled_dir=unlabeled_dir)
+                             unlabeled_dir=unlabeled_dir, channels=channels)
   if dataset.startswith('tfds:') and len(dataset) > len('tfds:'):
     return read_tfds(dataset[len('tfds:'):], source_dir)
   raise ValueError('unknown dataset %r; known: %s'

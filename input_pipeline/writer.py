@@ -55,6 +55,20 @@ def check_name(name):
                      '"-" only, starting with a letter or digit' % (name,))
 
 
+def check_writable(directory):
+  """DataError when `directory` could not be created or written (creates
+  nothing: its nearest existing ancestor must be a writable directory)."""
+  path = os.path.abspath(directory)
+  while not os.path.exists(path) and os.path.dirname(path) != path:
+    path = os.path.dirname(path)
+  if not os.path.isdir(path):
+    raise DataError('cannot write to %s: %s is not a directory'
+                    % (directory, path))
+  if not os.access(path, os.W_OK | os.X_OK):
+    raise DataError('cannot write to %s: permission denied on %s'
+                    % (directory, path))
+
+
 def num_shards_for(count, images_per_shard=IMAGES_PER_SHARD):
   return max(1, -(-count // images_per_shard))
 
@@ -354,6 +368,10 @@ def _as_images(split, images):
   if images.ndim != 4 or images.shape[-1] not in (1, 3, 4):
     raise DataError('split %s: images must be [N, H, W, C] with C in 1, 3, '
                     '4; got %s' % (split, images.shape))
+  if images.shape[-1] == 4:
+    # Every algorithm takes grey or RGB: alpha is dropped, as
+    # readers.convert_channels does.
+    images = images[..., :3]
   return images
 
 
@@ -376,16 +394,15 @@ def _check_labels(split, labels, count, num_classes):
   return labels
 
 
-def validate_splits(splits, num_classes):
+def validate_splits(splits, num_classes, class_names=None):
   """Returns {split: (uint8 images, int64 labels)} or raises DataError."""
+  class_names = class_names or [str(c) for c in range(num_classes)]
   unknown = sorted(set(splits) - set(dataset_info.SPLIT_NAMES))
   if unknown:
     raise DataError('unknown split names %s; allowed: %s'
                     % (', '.join(unknown), ', '.join(dataset_info.SPLIT_NAMES)))
   if 'train' not in splits:
     raise DataError('a dataset needs a train split')
-  if num_classes < 1:
-    raise DataError('a dataset needs at least one class name')
   checked = {}
   for split in [s for s in dataset_info.SPLIT_NAMES if s in splits]:
     images, labels = splits[split]
@@ -398,6 +415,15 @@ def validate_splits(splits, num_classes):
                       % (split, list(images.shape[1:]), list(shape)))
     checked[split] = (images, _check_labels(split, labels, len(images),
                                             num_classes))
+  if num_classes < 2:
+    # One class trains to a meaningless "100 %".
+    raise DataError('a dataset needs at least 2 classes, got %d' % num_classes)
+  counts = np.bincount(np.maximum(checked['train'][1], 0),
+                       minlength=num_classes)
+  empty = np.flatnonzero(counts == 0)
+  if empty.size:
+    raise DataError('class %d (%s) has no train images; every class needs '
+                    'some' % (empty[0], class_names[empty[0]]))
   return checked
 
 
@@ -512,7 +538,7 @@ def write_dataset(data_dir, name, splits, class_names, source,
   """
   check_name(name)
   class_names = [str(c) for c in class_names]
-  checked = validate_splits(splits, len(class_names))
+  checked = validate_splits(splits, len(class_names), class_names)
   train_images = checked['train'][0]
   mean, std = channel_stats(train_images)
   info = {

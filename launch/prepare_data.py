@@ -56,6 +56,9 @@ flags.DEFINE_bool('svhn_extra', False, 'svhn: also read extra_32x32.mat as '
 flags.DEFINE_bool('zca', False, 'Fit ZCA on the train split (zca.npz).')
 flags.DEFINE_integer('image_size', 0, 'image_folder: resize every image to '
                      'this square size (0: keep).')
+flags.DEFINE_enum('channels', '0', ['0', '1', '3'], 'Channels of the '
+                  'prepared images: 1 (grey) or 3 (RGB); 0: 1 when every '
+                  'image is grey, else 3. Alpha is dropped, grey repeated.')
 flags.DEFINE_string('unlabeled_dir', 'unlabeled', 'image_folder: folder of '
                     'unlabeled images inside --source_dir ("" for none).')
 flags.DEFINE_bool('overwrite', False, 'Replace existing datasets / splits. '
@@ -119,12 +122,14 @@ def prepare(data_dir):
   except ValueError as e:
     raise cli.UsageError('%s (set --name)' % e)
   target = os.path.join(data_dir, name)
+  writer.check_writable(data_dir)  # Before reading: names --data_dir early.
   if os.path.exists(target) and not FLAGS.overwrite:
     raise DataError('dataset %s already exists; pass --overwrite to replace it'
                     % target)
   raw = readers.read(kind, source_dir, coarse_labels=FLAGS.coarse_labels,
                      svhn_extra=FLAGS.svhn_extra, image_size=FLAGS.image_size,
-                     unlabeled_dir=FLAGS.unlabeled_dir)
+                     unlabeled_dir=FLAGS.unlabeled_dir,
+                     channels=int(FLAGS.channels))
   path = writer.write_dataset(data_dir, name, raw.splits, raw.class_names,
                               raw.source, zca=FLAGS.zca,
                               overwrite=FLAGS.overwrite,

@@ -18,6 +18,7 @@ import numpy as np
 import tensorflow.compat.v1 as tf
 
 from input_pipeline import dataset_info
+from input_pipeline import readers
 from input_pipeline import sources
 from input_pipeline import splits as splits_lib
 from input_pipeline import writer
@@ -284,6 +285,70 @@ class DatasetOverwriteTest(HardeningTestBase):
                         dataset_info.load(os.path.join(data_dir, 'race')),
                         deep=True)
     self.assertEqual(os.listdir(data_dir), ['race'])
+
+
+class DatasetSanityTest(HardeningTestBase):
+  """Datasets that would prepare but make no sense, or could not train."""
+
+  def folder(self, name, class_images):
+    root = os.path.join(self.get_temp_dir(), name)
+    shutil.rmtree(root, ignore_errors=True)
+    data_fixtures.write_image_folder(root, class_images)
+    return root
+
+  def test_fewer_than_two_classes_refused(self):
+    images, _ = data_fixtures.tiny_arrays(8)
+    root = self.folder('one_class', {'only': images})
+    with self.assertRaisesRegex(DataError, 'at least 2 classes'):
+      readers.read('image_folder', root)
+    with self.assertRaisesRegex(DataError, 'at least 2 classes'):
+      writer.write_dataset(os.path.join(self.get_temp_dir(), 'd1'), 'one',
+                           {'train': (images, np.zeros(8, int))}, ['only'],
+                           'test')
+
+  def test_empty_class_refused(self):
+    images, _ = data_fixtures.tiny_arrays(8)
+    root = self.folder('empty_class', {'a': images[:4], 'b': images[4:]})
+    os.makedirs(os.path.join(root, 'c'))
+    with self.assertRaisesRegex(DataError, 'class folder .*/c has no'):
+      readers.read('image_folder', root)
+    # Any reader: a class without train images is refused by the writer.
+    with self.assertRaisesRegex(DataError, r'class 2 \(c\) has no train'):
+      writer.write_dataset(os.path.join(self.get_temp_dir(), 'd2'), 'empty',
+                           {'train': (images, np.arange(8) % 2)},
+                           ['a', 'b', 'c'], 'test')
+
+  def test_mixed_channels_converted_and_train_with_fixmatch(self):
+    rgb, labels = data_fixtures.tiny_arrays(24, (8, 8, 3))
+    grey = rgb[..., :1]
+    rgba = np.concatenate([rgb, np.full(rgb.shape[:3] + (1,), 128,
+                                        np.uint8)], -1)
+    root = self.folder('mixed', {
+        'a': rgba[labels == 0], 'b': grey[labels == 1], 'c': rgb[labels == 2],
+        'd': rgba[labels == 3]})
+    raw = readers.read('image_folder', root)
+    self.assertEqual(raw.splits['train'][0].shape[-1], 3)
+    # RGBA loses its alpha, grey is repeated.
+    first_a = raw.splits['train'][0][0]
+    self.assertAllEqual(first_a, rgb[labels == 0][0])
+    grey_raw = readers.read('image_folder', root, channels=1)
+    self.assertEqual(grey_raw.splits['train'][0].shape[-1], 1)
+    # An all-RGBA folder becomes RGB too.
+    rgba_only = readers.read('image_folder', self.folder(
+        'rgba', {'a': rgba[:6], 'b': rgba[6:12]}))
+    self.assertEqual(rgba_only.splits['train'][0].shape[-1], 3)
+    data_dir = os.path.join(self.get_temp_dir(), 'data_mixed')
+    writer.write_dataset(data_dir, 'mixed', raw.splits, raw.class_names,
+                         raw.source)
+    split = data_fixtures.make_tiny_split(data_dir, name='mixed',
+                                          labels_per_class=1, valid=4)
+    # FixMatch's RandAugment failed with an internal shape error on RGBA.
+    model_dir = os.path.join(self.get_temp_dir(), 'run_fixmatch')
+    lines = self.train_in_process(
+        model_dir, '--train_steps=2', '--save_checkpoints_steps=2',
+        '--algorithm=fixmatch', '--batch_size=2', '--uratio=1',
+        data_dir=data_dir, split=split)
+    self.assertTrue(any(l.startswith('step 2:') for l in lines), lines)
 
 
 class StartTest(HardeningTestBase):
