@@ -43,9 +43,10 @@ SPLITS_DIR = 'splits'
 SPLIT_FILE = 'split.json'
 PARTS = ('labeled', 'valid', 'unlabeled')
 
-SPLIT_RE = re.compile(r'^(?P<name>[A-Za-z0-9][A-Za-z0-9_-]*)\.(?P<seed>\d+)'
-                      r'@(?P<labels>\d+)-(?P<valid>\d+)'
-                      r'(?:\.(?P<tag>[A-Za-z0-9_-]+))?$')
+# ASCII only, to the very end (see writer.NAME_RE): one split, one name.
+SPLIT_RE = re.compile(r'\A(?P<name>[a-z0-9][a-z0-9_]*)\.(?P<seed>[0-9]+)'
+                      r'@(?P<labels>[0-9]+)-(?P<valid>[0-9]+)'
+                      r'(?:\.(?P<tag>[a-z0-9_]+))?\Z', re.ASCII)
 
 SplitName = collections.namedtuple('SplitName',
                                    ['name', 'seed', 'labels', 'valid', 'tag'])
