@@ -25,6 +25,7 @@ import gzip
 import os
 import pickle
 import struct
+import zlib
 
 import numpy as np
 from PIL import Image
@@ -79,7 +80,7 @@ def load_pickle(path):
       raise DataError('refusing to unpickle %s: %s' % (path, e))
     raise DataError('cannot unpickle %s: %s' % (path, e))
   except (EOFError, ValueError, TypeError, AttributeError, IndexError,
-          KeyError, OSError) as e:
+          KeyError, OSError, MemoryError, OverflowError, RecursionError) as e:
     raise DataError('cannot unpickle %s: %s: %s'
                     % (path, type(e).__name__, e))
 
@@ -102,7 +103,13 @@ def _find_subdir(source_dir, name, marker):
 
 
 def _as_split(images, labels, path):
-  labels = np.asarray(labels, dtype=np.int64).reshape(-1)
+  try:
+    labels = np.asarray(labels, dtype=np.int64)
+  except (ValueError, TypeError, OverflowError) as e:
+    raise DataError('%s: labels are not integers: %s' % (path, e))
+  if labels.ndim != 1:
+    raise DataError('%s: labels must be a flat list, got shape %s'
+                    % (path, labels.shape))
   if len(labels) != len(images):
     raise DataError('%s holds %d images but %d labels'
                     % (path, len(images), len(labels)))
@@ -132,8 +139,14 @@ def _dict_key(d, key, path):
 
 
 def _names(values, path):
-  return [v.decode('utf-8') if isinstance(v, bytes) else str(v)
-          for v in values]
+  if not isinstance(values, (list, tuple)):
+    raise DataError('%s: class names must be a list, got %s'
+                    % (path, type(values).__name__))
+  try:
+    return [v.decode('utf-8') if isinstance(v, bytes) else str(v)
+            for v in values]
+  except UnicodeDecodeError as e:
+    raise DataError('%s: class names are not UTF-8 text: %s' % (path, e))
 
 
 def _read_cifar_pickle_batch(path, label_key):
@@ -192,7 +205,11 @@ def _read_cifar10_binary(batch_dir):
   meta_path = os.path.join(batch_dir, 'batches.meta.txt')
   _require_file(meta_path, 'class names, one per line')
   with open(meta_path, 'rb') as f:
-    names = [l.strip().decode('utf-8') for l in f.read().splitlines()]
+    try:
+      names = [l.strip().decode('utf-8') for l in f.read().splitlines()]
+    except UnicodeDecodeError as e:
+      raise DataError('%s: class names are not UTF-8 text: %s'
+                      % (meta_path, e))
   names = [n for n in names if n]
   parts = [_read_cifar_binary_batch(
       os.path.join(batch_dir, 'data_batch_%d.bin' % i)) for i in range(1, 6)]
@@ -234,8 +251,10 @@ def _read_svhn_mat(path):
   _require_file(path, 'SVHN cropped digits .mat with X [32,32,3,N], y [N,1]')
   try:
     mat = scipy.io.loadmat(path, variable_names=['X', 'y'])
-  except (ValueError, TypeError, OSError, NotImplementedError) as e:
-    raise DataError('cannot read %s: %s' % (path, e))
+  except Exception as e:  # pylint: disable=broad-except
+    # Whatever scipy's parser raises on a damaged file (MatReadError,
+    # zlib.error, struct.error, ...) is a problem of that file.
+    raise DataError('cannot read %s: %s: %s' % (path, type(e).__name__, e))
   for key in ('X', 'y'):
     if key not in mat:
       raise DataError('%s: missing variable %s' % (path, key))
@@ -243,7 +262,10 @@ def _read_svhn_mat(path):
   if x.dtype != np.uint8 or x.ndim != 4 or x.shape[2] != 3:
     raise DataError('%s: expected X uint8 [H, W, 3, N], got %s %s'
                     % (path, x.dtype, x.shape))
-  y = np.asarray(y).reshape(-1).astype(np.int64)
+  try:
+    y = np.asarray(y).reshape(-1).astype(np.int64)
+  except (ValueError, TypeError, OverflowError) as e:
+    raise DataError('%s: y is not integer labels: %s' % (path, e))
   bad = np.flatnonzero((y < 1) | (y > 10))
   if bad.size:
     raise DataError('%s: label %d at index %d is outside 1..10'
@@ -280,7 +302,7 @@ def _open_maybe_gzip(source_dir, name, what):
     if os.path.isfile(gz):
       with gzip.open(gz, 'rb') as f:
         return gz, f.read()
-  except (OSError, EOFError) as e:
+  except (OSError, EOFError, zlib.error) as e:
     raise DataError('cannot read %s: %s' % (plain if os.path.isfile(plain)
                                              else gz, e))
   raise DataError('missing file %s[.gz] (expected %s)' % (plain, what))
@@ -396,8 +418,13 @@ def _load_image(path, image_size):
       if image_size:
         pil = pil.resize((image_size, image_size), Image.BICUBIC)
       array = np.asarray(pil, dtype=np.uint8)
-  except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
-    raise DataError('cannot read image %s: %s' % (path, e))
+  except DataError:
+    raise
+  except Exception as e:  # pylint: disable=broad-except
+    # Whatever PIL's decoders raise on a damaged file (OSError, SyntaxError,
+    # DecompressionBombError, struct.error, MemoryError, ...).
+    raise DataError('cannot read image %s: %s: %s'
+                    % (path, type(e).__name__, e))
   return array[..., None] if array.ndim == 2 else array
 
 
@@ -561,6 +588,20 @@ def read_tfds(name, data_dir):
   (others, e.g. `validation`, are ignored); the features must include an
   `image` and a ClassLabel `label`.
   """
+  try:
+    return _read_tfds(name, data_dir)
+  except DataError:
+    raise
+  except Exception as e:  # pylint: disable=broad-except
+    # What TFDS and TensorFlow raise on a damaged dataset directory (a JSON
+    # or protobuf parse error, a corrupt TFRecord, a missing shard, ...).
+    raise DataError('cannot read TFDS dataset %s in %s: %s: %s'
+                    % (name, data_dir, type(e).__name__,
+                       str(e).split('\n')[0]))
+
+
+def _read_tfds(name, data_dir):
+  """read_tfds, raising whatever TFDS raises."""
   import tensorflow.compat.v1 as tf  # pylint: disable=g-import-not-at-top
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
   base = name.split(':')[0].split('/')[0]

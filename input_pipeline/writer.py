@@ -42,17 +42,19 @@ from input_pipeline import zca as zca_lib
 from input_pipeline.errors import DataError
 
 IMAGES_PER_SHARD = 10000
-NAME_RE = re.compile(r'^[A-Za-z0-9][A-Za-z0-9_-]*$')
+# ASCII only, matched to the very end: `$` would accept a trailing newline
+# and `\d` non-ASCII digits (a second name for the same split).
+NAME_RE = re.compile(r'\A[a-z0-9][a-z0-9_]*\Z', re.ASCII)
 
 _ENCODE_CHUNK = 2000
 _PARALLEL_MIN_IMAGES = 4000
 
 
 def check_name(name):
-  """Dataset names: letters, digits, '_' and '-' (no '.', which splits use)."""
+  """Dataset names: ASCII a-z, 0-9 and '_' (no '.', which splits use)."""
   if not isinstance(name, str) or not NAME_RE.match(name):
-    raise ValueError('invalid dataset name %r: use letters, digits, "_" and '
-                     '"-" only, starting with a letter or digit' % (name,))
+    raise ValueError('invalid dataset name %r: use ASCII a-z, 0-9 and "_" '
+                     'only, starting with a letter or digit' % (name,))
 
 
 def check_writable(directory):
@@ -368,6 +370,9 @@ def _as_images(split, images):
   if images.ndim != 4 or images.shape[-1] not in (1, 3, 4):
     raise DataError('split %s: images must be [N, H, W, C] with C in 1, 3, '
                     '4; got %s' % (split, images.shape))
+  if not (images.shape[1] and images.shape[2]):
+    raise DataError('split %s: images of size %dx%d' % (split, images.shape[1],
+                                                         images.shape[2]))
   if images.shape[-1] == 4:
     # Every algorithm takes grey or RGB: alpha is dropped, as
     # readers.convert_channels does.

@@ -10,6 +10,7 @@ possible) where exit codes or real concurrency are the point.
 import json
 import os
 import shutil
+import struct
 import subprocess
 import sys
 
@@ -351,6 +352,28 @@ class DatasetSanityTest(HardeningTestBase):
     self.assertTrue(any(l.startswith('step 2:') for l in lines), lines)
 
 
+class NameTest(tf.test.TestCase):
+  """Dataset and split names: ASCII [a-z0-9_] plus the split syntax."""
+
+  def test_names(self):
+    for good in ('tiny', 'fashion_mnist', 'cifar10', '0a_b'):
+      writer.check_name(good)
+    for bad in ('tiny\n', 'Tiny', 'ti-ny', 't\u00efny', 'tiny ', '_x', '',
+                'a.b', '../x', '\u0661'):
+      with self.assertRaisesRegex(ValueError, 'invalid dataset name', msg=bad):
+        writer.check_name(bad)
+      self.assertFalse(sources.writer.NAME_RE.match(bad))
+    self.assertEqual(splits_lib.parse_split_name('tiny.1@8-8.mis_50'),
+                     ('tiny', 1, 8, 8, 'mis_50'))
+    # Non-ASCII digits would be a second name for tiny.1@8-8.
+    for bad in ('tiny.1@8-8\n', 'tiny.\u0661@8-8', 'tiny.1@\uff18-8',
+                'tiny.1@8-8.Tag', 'tiny.1@8-8.t-g', 'Tiny.1@8-8',
+                'tiny.1@8-8.\n'):
+      with self.assertRaisesRegex(ValueError, 'invalid split name', msg=bad):
+        splits_lib.parse_split_name(bad)
+      self.assertFalse(splits_lib.is_split_name(bad))
+
+
 class StartTest(HardeningTestBase):
   """Memory-shaped flags, NaN flags, and starts that fail leave nothing that
   blocks the retry."""
@@ -453,6 +476,307 @@ class StartTest(HardeningTestBase):
       report_lib.report([model_dir], output_dir, printer=lambda _: None,
                         data_dir=os.path.join(work, 'no_data'))
     self.assertFalse(os.path.exists(output_dir))
+
+
+def _variants_of_file(data):
+  """Malformed versions of a file's bytes: truncations, zero size, a flipped
+  header, garbage."""
+  yield 'empty', b''
+  for cut in (1, 7, 15, len(data) // 2, len(data) - 1):
+    if 0 < cut < len(data):
+      yield 'truncated_%d' % cut, data[:cut]
+  yield 'flipped_head', bytes([data[0] ^ 0xFF]) + data[1:]
+  yield 'garbage', b'\x00\xff' * 64
+  yield 'appended', data + b'\x01\x02\x03'
+
+
+def _idx_header(magic, *dims):
+  return struct.pack('>I' + 'I' * len(dims), magic, *dims)
+
+
+class ReaderFuzzTest(HardeningTestBase):
+  """Malformed raw files of every reader: one DataError (exit 1) each, never
+  another exception (a traceback, or exit 2 for a data problem), and no
+  dataset directory left behind.
+
+  Each case runs what prepare_data runs (readers.read, then the writer) in
+  this process; cli.run turns DataError into one `error:` line and exit 1.
+  """
+
+  def prepare(self, kind, source_dir, **kwargs):
+    """(exit code prepare_data would give, message)."""
+    data_dir = os.path.join(self.get_temp_dir(), 'fuzz_data')
+    shutil.rmtree(data_dir, ignore_errors=True)
+    try:
+      raw = readers.read(kind, source_dir, **kwargs)
+      writer.write_dataset(data_dir, 'fuzz', raw.splits, raw.class_names,
+                           raw.source)
+      code, message = 0, None
+    except DataError as e:
+      code, message = 1, str(e)
+    except (cli.UsageError, ValueError) as e:
+      code, message = 2, str(e)
+    if code:
+      left = os.listdir(data_dir) if os.path.isdir(data_dir) else []
+      self.assertEqual(left, [], (kind, source_dir, message))
+    return code, message
+
+  def fuzz_file(self, kind, make_source, relative, variants=None,
+                tolerated=()):
+    """Replaces `relative` in a fresh valid source by each variant.
+
+    Each must be refused with a DataError, except the `tolerated` ones,
+    which the format lets read fine (trailing bytes after a pickle's STOP,
+    a PNG cut inside its final IEND chunk): those may also succeed.
+    """
+    results = {}
+    for name, data in variants or _variants_of_file(
+        open(os.path.join(make_source('probe'), relative), 'rb').read()):
+      root = make_source(name)
+      with open(os.path.join(root, relative), 'wb') as f:
+        f.write(data)
+      code, message = self.prepare(kind, root)
+      results[name] = code
+      self.assertIn(code, (0, 1) if name in tolerated else (1,),
+                    '%s %s %s: exit %d, %s' % (kind, relative, name, code,
+                                               message))
+    return results
+
+  def source(self, prefix, write):
+    def make(name):
+      root = os.path.join(self.get_temp_dir(), prefix + '_' + name)
+      shutil.rmtree(root, ignore_errors=True)
+      write(root)
+      return root
+    return make
+
+  def test_idx(self):
+    images, labels = data_fixtures.tiny_arrays(20, (6, 6, 1), 10)
+
+    def write(root):
+      data_fixtures.write_idx(root, 'train', images, labels, gzipped=False)
+      data_fixtures.write_idx(root, 't10k', images[:10], labels[:10],
+                              gzipped=False)
+
+    make = self.source('idx', write)
+    self.assertEqual(self.prepare('fashion_mnist', make('ok'))[0], 0)
+    body = images.tobytes()
+    headers = [
+        ('wrong_magic', _idx_header(2049, 20, 6, 6) + body),
+        ('zero_images', _idx_header(2051, 0, 6, 6)),
+        ('zero_rows', _idx_header(2051, 20, 0, 6)),
+        ('zero_all', _idx_header(2051, 0, 0, 0)),
+        ('huge_header', _idx_header(2051, 2 ** 32 - 1, 2 ** 32 - 1,
+                                    2 ** 32 - 1) + body),
+        ('huge_count', _idx_header(2051, 2 ** 31, 6, 6) + body),
+    ]
+    self.fuzz_file('fashion_mnist', make, 'train-images-idx3-ubyte')
+    self.fuzz_file('fashion_mnist', make, 'train-images-idx3-ubyte', headers)
+    self.fuzz_file('fashion_mnist', make, 'train-labels-idx1-ubyte')
+    self.fuzz_file('fashion_mnist', make, 'train-labels-idx1-ubyte', [
+        ('wrong_magic', _idx_header(2051, 20) + labels.astype(np.uint8)
+         .tobytes()),
+        ('label_out_of_range', _idx_header(2049, 20) + bytes([200] * 20)),
+        ('huge_count', _idx_header(2049, 2 ** 32 - 1))])
+
+    # Gzipped: a corrupt stream.
+    def write_gz(root):
+      data_fixtures.write_idx(root, 'train', images, labels)
+      data_fixtures.write_idx(root, 't10k', images[:10], labels[:10])
+
+    self.fuzz_file('fashion_mnist', self.source('idxgz', write_gz),
+                   'train-images-idx3-ubyte.gz')
+
+  def test_cifar_pickles(self):
+    make = self.source('cifar_py', lambda root: data_fixtures
+                       .write_cifar10_python(root, n_per_batch=2))
+    self.assertEqual(self.prepare('cifar10', make('ok'))[0], 0)
+    batch = os.path.join('cifar-10-batches-py', 'data_batch_1')
+    meta = os.path.join('cifar-10-batches-py', 'batches.meta')
+    self.fuzz_file('cifar10', make, batch, tolerated=('appended',))
+    self.fuzz_file('cifar10', make, meta, tolerated=('appended',))
+    pixels = np.zeros((2, 3072), np.uint8)
+
+    def pickled(obj):
+      path = os.path.join(self.get_temp_dir(), 'pickled')
+      data_fixtures.py2_pickle(path, obj)
+      with open(path, 'rb') as f:
+        return f.read()
+
+    self.fuzz_file('cifar10', make, batch, [
+        ('not_a_dict', pickled([1, 2, 3])),
+        ('no_data', pickled({b'labels': [0, 1]})),
+        ('no_labels', pickled({b'data': pixels})),
+        ('int_keys', pickled({1: pixels, 2: [0, 1]})),
+        ('data_list', pickled({b'data': [[0] * 3072] * 2, b'labels': [0, 1]})),
+        ('data_float', pickled({b'data': pixels.astype(np.float32),
+                                b'labels': [0, 1]})),
+        ('data_wrong_width', pickled({b'data': pixels[:, :100],
+                                      b'labels': [0, 1]})),
+        ('data_1d', pickled({b'data': pixels.reshape(-1), b'labels': [0, 1]})),
+        ('data_none', pickled({b'data': None, b'labels': [0, 1]})),
+        ('labels_short', pickled({b'data': pixels, b'labels': [0]})),
+        ('labels_text', pickled({b'data': pixels, b'labels': b'ab'})),
+        ('labels_none', pickled({b'data': pixels, b'labels': None})),
+        ('labels_strings', pickled({b'data': pixels,
+                                    b'labels': ['cat', 'dog']})),
+        ('labels_huge', pickled({b'data': pixels, b'labels': [2 ** 70, 0]})),
+        ('labels_out_of_range', pickled({b'data': pixels,
+                                         b'labels': [10, -3]})),
+        ('labels_nested', pickled({b'data': pixels, b'labels': [[0, 1]]})),
+        ('zero_images', pickled({b'data': np.zeros((0, 3072), np.uint8),
+                                 b'labels': []})),
+    ])
+    self.fuzz_file('cifar10', make, meta, [
+        ('not_a_dict', pickled('names')),
+        ('no_names', pickled({b'other': 1})),
+        ('names_int', pickled({b'label_names': 7})),
+        ('names_none', pickled({b'label_names': None})),
+        ('names_empty', pickled({b'label_names': []})),
+        ('one_name', pickled({b'label_names': [b'only']})),
+    ])
+    # CIFAR-100 and its meta keys.
+    make100 = self.source('cifar100', lambda root: data_fixtures
+                          .write_cifar100_python(root, n_train=20, n_test=4))
+    for name in ('train', 'meta'):
+      self.fuzz_file('cifar100', make100, os.path.join('cifar-100-python',
+                                                       name),
+                     tolerated=('appended',))
+
+  def test_cifar_binary(self):
+    make = self.source('cifar_bin', lambda root: data_fixtures
+                       .write_cifar10_binary(root, n_per_batch=8))
+    self.assertEqual(self.prepare('cifar10', make('ok'))[0], 0)
+    batch = os.path.join('cifar-10-batches-bin', 'data_batch_1.bin')
+    # Cut at a record boundary, a binary batch is a smaller valid batch.
+    self.fuzz_file('cifar10', make, batch,
+                   tolerated=('truncated_%d' % (8 * 3073 // 2),))
+    self.fuzz_file('cifar10', make, batch, [
+        ('label_out_of_range', bytes([77]) + bytes(3072))])
+    meta = os.path.join('cifar-10-batches-bin', 'batches.meta.txt')
+    self.fuzz_file('cifar10', make, meta, [
+        ('empty', b''), ('one_name', b'only\n'),
+        ('not_utf8', b'\xff\xfe\x00name\n' * 10)])
+
+  def test_svhn_mat(self):
+    make = self.source('svhn', lambda root: data_fixtures.write_svhn(
+        root, n_train=80, n_test=4))
+    self.assertEqual(self.prepare('svhn', make('ok'))[0], 0)
+    # The first bytes are the .mat's descriptive text header.
+    self.fuzz_file('svhn', make, 'train_32x32.mat',
+                   tolerated=('flipped_head', 'appended'))
+    import scipy.io  # pylint: disable=g-import-not-at-top
+
+    def mat(**variables):
+      path = os.path.join(self.get_temp_dir(), 'variables.mat')
+      scipy.io.savemat(path, variables)
+      with open(path, 'rb') as f:
+        return f.read()
+
+    x = np.zeros((32, 32, 3, 20), np.uint8)
+    y = (np.arange(20) % 10 + 1).astype(np.uint8).reshape(-1, 1)
+    self.fuzz_file('svhn', make, 'train_32x32.mat', [
+        ('no_x', mat(y=y)), ('no_y', mat(X=x)),
+        ('x_float', mat(X=x.astype(np.float32), y=y)),
+        ('x_3d', mat(X=x[..., 0], y=y)),
+        ('x_zero', mat(X=np.zeros((32, 32, 3, 0), np.uint8),
+                       y=np.zeros((0, 1), np.uint8))),
+        ('x_zero_size', mat(X=np.zeros((0, 32, 3, 20), np.uint8), y=y)),
+        ('y_short', mat(X=x, y=y[:5])),
+        ('y_out_of_range', mat(X=x, y=y + 10)),
+        ('y_text', mat(X=x, y='abc')),
+        ('y_cell', mat(X=x, y=np.array([['a'], ['b']], dtype=object))),
+        ('x_cell', mat(X=np.array([[1, 'a']], dtype=object), y=y)),
+    ])
+
+  def test_image_folder(self):
+    images, labels = data_fixtures.tiny_arrays(12, (6, 6, 3), 2)
+    make = self.source('folder', lambda root: data_fixtures.write_image_folder(
+        root, {'a': images[labels == 0], 'b': images[labels == 1]}))
+    self.assertEqual(self.prepare('image_folder', make('ok'))[0], 0)
+    png = os.path.join('a', '000.png')
+    size = os.path.getsize(os.path.join(make('probe'), png))
+    self.fuzz_file('image_folder', make, png,
+                   tolerated=('appended', 'truncated_%d' % (size - 1)))
+    huge = (b'\x89PNG\r\n\x1a\n' + struct.pack('>I', 13) + b'IHDR' +
+            struct.pack('>IIBBBBB', 2 ** 31 - 1, 2 ** 31 - 1, 8, 2, 0, 0, 0) +
+            b'\x00' * 4)
+    zero = (b'\x89PNG\r\n\x1a\n' + struct.pack('>I', 13) + b'IHDR' +
+            struct.pack('>IIBBBBB', 0, 0, 8, 2, 0, 0, 0) + b'\x00' * 4)
+    self.fuzz_file('image_folder', make, png, [
+        ('huge_header', huge), ('zero_size', zero),
+        ('jpeg_named_png', b'\xff\xd8\xff\xe0' + b'\x00' * 20)])
+
+  def test_tfds_directory(self):
+    tfds_dir = os.path.join(self.get_temp_dir(), 'tfds_ok')
+    with readers.tfds_offline():
+      _fuzz_tfds_builder()(data_dir=tfds_dir).download_and_prepare()
+    name = _fuzz_tfds_builder().name
+    self.assertEqual(self.prepare('tfds:' + name, tfds_dir)[0], 0)
+    version_dir = os.path.join(tfds_dir, name, '1.0.0')
+    files = sorted(os.listdir(version_dir))
+    for relative in files:
+      def make(variant, relative=relative):
+        root = os.path.join(self.get_temp_dir(), 'tfds_' + variant)
+        shutil.rmtree(root, ignore_errors=True)
+        shutil.copytree(tfds_dir, root)
+        return root
+      rel = os.path.join(name, '1.0.0', relative)
+      data = open(os.path.join(version_dir, relative), 'rb').read()
+      variants = list(_variants_of_file(data))
+      if relative.endswith('.json'):
+        variants += [('wrong_type', b'[1, 2, 3]'), ('null', b'null'),
+                     ('empty_object', b'{}')]
+      for variant_name, blob in variants:
+        root = make(variant_name)
+        with open(os.path.join(root, rel), 'wb') as f:
+          f.write(blob)
+        code, message = self.prepare('tfds:' + name, root)
+        # A damaged file TFDS does not need may still read fine (0); a
+        # damaged one it needs is a DataError (1); never anything else.
+        self.assertIn(code, (0, 1), '%s %s: exit %d, %s'
+                      % (relative, variant_name, code, message))
+    # Missing files.
+    for relative in files:
+      root = os.path.join(self.get_temp_dir(), 'tfds_missing')
+      shutil.rmtree(root, ignore_errors=True)
+      shutil.copytree(tfds_dir, root)
+      os.remove(os.path.join(root, name, '1.0.0', relative))
+      code, message = self.prepare('tfds:' + name, root)
+      self.assertIn(code, (0, 1), '%s missing: exit %d, %s'
+                    % (relative, code, message))
+
+
+_TFDS_BUILDER = []
+
+
+def _fuzz_tfds_builder():
+  """A tiny TFDS builder (defined once, on first use: TFDS registers it)."""
+  if not _TFDS_BUILDER:
+    import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+
+    class TinyTfdsForFuzz(tfds.core.GeneratorBasedBuilder):
+      VERSION = tfds.core.Version('1.0.0')
+
+      def _info(self):
+        return tfds.core.DatasetInfo(
+            builder=self, features=tfds.features.FeaturesDict({
+                'image': tfds.features.Image(shape=(6, 6, 3)),
+                'label': tfds.features.ClassLabel(names=['x', 'y'])}))
+
+      def _split_generators(self, dl_manager):
+        return [tfds.core.SplitGenerator(name=tfds.Split.TRAIN,
+                                         gen_kwargs={'n': 6}),
+                tfds.core.SplitGenerator(name=tfds.Split.TEST,
+                                         gen_kwargs={'n': 2})]
+
+      def _generate_examples(self, n):
+        for i in range(n):
+          yield i, {'image': np.full((6, 6, 3), i, np.uint8),
+                    'label': i % 2}
+
+    _TFDS_BUILDER.append(TinyTfdsForFuzz)
+  return _TFDS_BUILDER[0]
 
 
 # Legal in a path, special to a glob, a list flag or a shell.
