@@ -209,9 +209,12 @@ def export(model_dir, export_dir, checkpoint=None, data_dir=None,
   params = params_lib.load(model_dir)
   if data_dir:
     params['data_dir'] = data_dir
+  if checkpoint:
+    model_dir_lib.check_checkpoint(checkpoint, '--checkpoint')
   checkpoint = checkpoint or model_dir_lib.latest_checkpoint(model_dir)
   if not checkpoint:
     raise cli.UsageError('no checkpoint in %s: train first' % model_dir)
+  model_dir_lib.check_checkpoint(checkpoint)
   if os.path.exists(export_dir) and not overwrite:
     raise cli.UsageError('%s exists; pass --overwrite to replace it'
                          % export_dir)

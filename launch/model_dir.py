@@ -20,6 +20,7 @@ from tensorflow.python import pywrap_tensorflow
 from tensorflow.python.lib.io import file_io
 from tensorflow.python.training import saver as saver_lib
 
+from input_pipeline.errors import DataError
 from launch import cli
 
 _GLOB_CHARS = re.compile(r'[*?[]')
@@ -289,6 +290,37 @@ def write_atomic(path, text):
     if os.path.exists(tmp):
       os.remove(tmp)
     raise
+
+
+def check_checkpoint(checkpoint, flag=None):
+  """Reads every tensor of `checkpoint` once; returns it when it is whole.
+
+  A checkpoint prefix without its `.index`, with a truncated or foreign
+  index, or with data files missing or cut short otherwise fails deep inside
+  TensorFlow with a traceback.
+
+  Raises:
+    cli.UsageError: `flag` (e.g. '--checkpoint') names a path that is not a
+      checkpoint prefix at all.
+    DataError: the checkpoint exists but is damaged (names it).
+  """
+  if not os.path.isfile(checkpoint + '.index'):
+    hint = ''
+    if checkpoint.endswith('.index') and os.path.isfile(checkpoint):
+      hint = ' (give the prefix %s)' % checkpoint[:-len('.index')]
+    message = '%s is not a checkpoint: no %s.index%s' % (
+        checkpoint, checkpoint, hint)
+    if flag:
+      raise cli.UsageError('%s=%s' % (flag, message))
+    raise DataError(message)
+  try:
+    reader = tf.train.load_checkpoint(checkpoint)
+    for name in reader.get_variable_to_shape_map():
+      reader.get_tensor(name)
+  except tf.errors.OpError as e:
+    raise DataError('checkpoint %s is damaged: %s' % (
+        checkpoint, (e.message or '').split('\n')[0]))
+  return checkpoint
 
 
 def has_checkpoint(model_dir):

@@ -193,6 +193,11 @@ def save_or_check(model_dir, params):
   # Without a checkpoint nothing depends on the old params (a start that
   # failed before the first save): they are replaced, not a reason to
   # refuse the corrected retry.
+  if model_dir_lib.has_checkpoint(model_dir) and not os.path.exists(path):
+    raise cli.UsageError(
+        '%s holds checkpoints but no %s, so the params they were trained '
+        'with are unknown; put it back or use a new --model_dir'
+        % (model_dir, PARAMS_FILE))
   if os.path.exists(path) and model_dir_lib.has_checkpoint(model_dir):
     old = load(model_dir)
     diff = graph_differences(old, params)

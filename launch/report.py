@@ -254,6 +254,7 @@ def confusion_matrix(run, batch_size=256, data_dir=None):
   checkpoint = model_dir_lib.latest_checkpoint(run.model_dir)
   if not checkpoint:
     return None
+  model_dir_lib.check_checkpoint(checkpoint)
   params = dict(run.params, predict_with_ema=True)
   if data_dir:
     params['data_dir'] = data_dir

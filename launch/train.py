@@ -230,6 +230,9 @@ def _run(flag_values, printer, opts, strategy, cluster, shard, data_dir,
       elif source.counts['labeled'] <= LABELED_CHECK_MAX:
         sources.verify(source, deep=True, parts=('labeled',))
       params_lib.save_or_check(model_dir, params)
+      resume_from = model_dir_lib.latest_checkpoint(model_dir)
+      if resume_from:
+        model_dir_lib.check_checkpoint(resume_from)
   except BaseException:
     if created:
       model_dir_lib.unlock(model_dir)

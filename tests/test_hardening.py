@@ -747,6 +747,159 @@ class ReaderFuzzTest(HardeningTestBase):
                     % (relative, code, message))
 
 
+class ModelDirFuzzTest(HardeningTestBase):
+  """Damaged model-directory states, for every entry point that reads one
+  (train resuming, eval, export, report): a one-line error with exit 1 or 2,
+  never another exception (a traceback)."""
+
+  @classmethod
+  def setUpClass(cls):
+    super(ModelDirFuzzTest, cls).setUpClass()
+    # A dataset with zca.npz, and a run that normalises with it.
+    data_fixtures.prepare_tiny_dataset(cls.data_dir, name='tinyzca', zca=True)
+    cls.zca_split = data_fixtures.make_tiny_split(cls.data_dir, name='tinyzca')
+
+  def outcome(self, fn):
+    try:
+      fn()
+      return 0, None
+    except (DataError, cli.RunError) as e:
+      return 1, str(e)
+    except (cli.UsageError, ValueError, flags.Error) as e:
+      return 2, str(e)
+
+  def entry_points(self, model_dir, checkpoint=None):
+    work = self.get_temp_dir()
+    quiet = lambda _: None
+
+    def train():
+      self.train_in_process(model_dir, '--train_steps=10',
+                            '--normalization=gcn_zca', split=self.zca_split)
+
+    def evaluate():
+      eval_lib.run(model_dir, checkpoint=checkpoint, tune_images=8,
+                   printer=quiet)
+
+    def export():
+      export_dir = os.path.join(work, 'fuzz_export')
+      shutil.rmtree(export_dir, ignore_errors=True)
+      export_lib.export(model_dir, export_dir, checkpoint=checkpoint,
+                        verify_images=2, printer=quiet)
+
+    def report():
+      output_dir = os.path.join(work, 'fuzz_report')
+      shutil.rmtree(output_dir, ignore_errors=True)
+      report_lib.report([model_dir], output_dir, printer=quiet)
+
+    entries = [('eval', evaluate), ('export', export), ('report', report)]
+    if checkpoint is None:
+      entries.append(('train', train))  # Last: a success writes.
+    return entries
+
+  def test_damaged_model_dirs(self):
+    work = self.get_temp_dir()
+    good = os.path.join(work, 'good_run')
+    self.train_in_process(good, '--train_steps=5', '--normalization=gcn_zca',
+                          split=self.zca_split)
+    prefix = 'model.ckpt-5'
+
+    def write(name, data):
+      def damage(model_dir):
+        with open(os.path.join(model_dir, name), 'wb') as f:
+          f.write(data)
+      return damage
+
+    def remove(*names):
+      def damage(model_dir):
+        for name in names:
+          os.remove(os.path.join(model_dir, name))
+      return damage
+
+    def truncate(name, keep=0.5):
+      def damage(model_dir):
+        path = os.path.join(model_dir, name)
+        with open(path, 'r+b') as f:
+          f.truncate(int(os.path.getsize(path) * keep))
+      return damage
+
+    data_file = prefix + '.data-00000-of-00001'
+    cases = [
+        ('params_missing', remove('params.json')),
+        ('params_corrupt', write('params.json', b'{"algorithm": ')),
+        ('params_binary', write('params.json', b'\xff\xfe\x00')),
+        ('params_list', write('params.json', b'[1, 2]')),
+        ('params_string', write('params.json', b'"supervised"')),
+        ('params_null', write('params.json', b'null')),
+        ('params_empty_object', write('params.json', b'{}')),
+        ('index_without_data', remove(data_file)),
+        ('data_without_index', remove(prefix + '.index')),
+        ('index_truncated', truncate(prefix + '.index')),
+        ('index_empty', truncate(prefix + '.index', 0)),
+        ('data_truncated', truncate(data_file)),
+        ('data_empty', truncate(data_file, 0)),
+        ('state_file_garbage', write('checkpoint', b'\x00garbage{{')),
+        ('state_file_points_nowhere', write(
+            'checkpoint', b'model_checkpoint_path: "model.ckpt-999"\n')),
+    ]
+    failures = []
+    for name, damage in cases:
+      model_dir = os.path.join(work, 'run_' + name)
+      shutil.rmtree(model_dir, ignore_errors=True)
+      shutil.copytree(good, model_dir)
+      damage(model_dir)
+      for entry, fn in self.entry_points(model_dir):
+        try:
+          code, message = self.outcome(fn)
+        except Exception as e:  # pylint: disable=broad-except
+          failures.append('%s/%s: %s: %s' % (name, entry, type(e).__name__,
+                                             str(e)[:200]))
+          continue
+        # A state whose checkpoint TensorFlow does not list at all is a run
+        # without checkpoints (train starts afresh, the others say so);
+        # every other state must be refused.
+        if code == 0 and not name.startswith(('data_without_index',
+                                              'state_file')):
+          failures.append('%s/%s: succeeded' % (name, entry))
+    # --checkpoint that is not one.
+    not_one = os.path.join(work, 'not_a_checkpoint')
+    with open(not_one, 'w') as f:
+      f.write('hello')
+    for checkpoint in (not_one, os.path.join(work, 'missing'), work,
+                       os.path.join(good, prefix + '.index')):
+      for entry, fn in self.entry_points(good, checkpoint):
+        try:
+          code, message = self.outcome(fn)
+        except Exception as e:  # pylint: disable=broad-except
+          failures.append('--checkpoint=%s/%s: %s: %s'
+                          % (checkpoint, entry, type(e).__name__,
+                             str(e)[:200]))
+          continue
+        if code == 0 and entry != 'report':
+          failures.append('--checkpoint=%s/%s: succeeded' % (checkpoint,
+                                                             entry))
+    # A corrupt ZCA file.
+    zca_path = os.path.join(self.data_dir, 'tinyzca', 'zca.npz')
+    saved = open(zca_path, 'rb').read()
+    try:
+      for variant, blob in _variants_of_file(saved):
+        with open(zca_path, 'wb') as f:
+          f.write(blob)
+        for entry, fn in self.entry_points(good):
+          try:
+            code, message = self.outcome(fn)
+          except Exception as e:  # pylint: disable=broad-except
+            failures.append('zca %s/%s: %s: %s' % (variant, entry,
+                                                   type(e).__name__,
+                                                   str(e)[:200]))
+            continue
+          if code == 0 and entry != 'report' and variant != 'appended':
+            failures.append('zca %s/%s: succeeded' % (variant, entry))
+    finally:
+      with open(zca_path, 'wb') as f:
+        f.write(saved)
+    self.assertEqual(failures, [], '\n'.join(failures))
+
+
 _TFDS_BUILDER = []
 
 
