@@ -519,7 +519,7 @@ def write_dataset(data_dir, name, splits, class_names, source,
 
   Args:
     data_dir: the DATA directory (created if needed).
-    name: the dataset name (letters, digits, '_', '-').
+    name: the dataset name (ASCII a-z, 0-9, '_').
     splits: {split: (images, labels)}, split in train/test/extra/unlabeled;
       images uint8 [N, H, W, C] (or a list of [H, W, C]), labels int [N] in
       0..num_classes-1 (-1 also allowed in extra and unlabeled).
