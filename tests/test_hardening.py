@@ -352,6 +352,40 @@ class DatasetSanityTest(HardeningTestBase):
     self.assertTrue(any(l.startswith('step 2:') for l in lines), lines)
 
 
+class CommandLineTest(HardeningTestBase):
+  """The same protections through the command line: exit codes, one line."""
+
+  def test_exit_codes(self):
+    work = self.get_temp_dir()
+    model_dir = os.path.join(work, 'cli_run')
+    self.train_in_process(model_dir, '--train_steps=5')
+    fresh = os.path.join(work, 'cli_fresh')
+    procs = {
+        'nan': start_entry('train', self.train_args(fresh, '--lr=nan',
+                                                    '--train_steps=5')),
+        'memory': start_entry('train', self.train_args(
+            fresh, '--batch_size=100000000', '--train_steps=5')),
+        'export_onto_run': start_entry('export', [
+            '--model_dir=' + model_dir, '--export_dir=' + model_dir,
+            '--overwrite']),
+        'name': start_entry('prepare_data', [
+            '--dataset=image_folder', '--source_dir=' + work,
+            '--data_dir=' + os.path.join(work, 'cli_data'),
+            '--name=tiny\n']),
+    }
+    results = {k: (p.wait(timeout=600),) + p.communicate()
+               for k, p in procs.items()}
+    for key, needle in (('nan', '--lr=nan'),
+                        ('memory', '--batch_size=100000000'),
+                        ('export_onto_run', '--export_dir'),
+                        ('name', 'invalid dataset name')):
+      code, _, stderr = results[key]
+      self.assertOneLine(stderr, 2, code, needle)
+    self.assertFalse(os.path.exists(fresh))
+    self.assertFalse(os.path.exists(os.path.join(work, 'cli_data')))
+    self.assertTrue(os.path.isfile(os.path.join(model_dir, 'params.json')))
+
+
 class NameTest(tf.test.TestCase):
   """Dataset and split names: ASCII [a-z0-9_] plus the split syntax."""
 
