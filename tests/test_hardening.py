@@ -7,6 +7,8 @@ does not need a separate process, and as subprocesses (batched where
 possible) where exit codes or real concurrency are the point.
 """
 
+import contextlib
+import io
 import json
 import os
 import shutil
@@ -439,6 +441,17 @@ class StartTest(HardeningTestBase):
       self.assertIn(flag.split('=')[0], str(e.exception))
       self.assertIn('finite', str(e.exception))
       self.assertFalse(os.path.exists(model_dir))
+
+  def test_non_finite_flags_refused_when_parsed(self):
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+      with self.assertRaises(SystemExit) as e:
+        cli._parse_flags(['train', '--lr=nan'])  # pylint: disable=protected-access
+    flags.FLAGS.unparse_flags()
+    self.assertEqual(e.exception.code, 2)
+    self.assertEqual(err.getvalue(),
+                     'error: --lr=nan: a flag value must be a finite '
+                     'number\n')
 
   def test_failed_start_leaves_nothing_that_blocks_a_retry(self):
     work = self.get_temp_dir()
