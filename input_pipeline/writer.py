@@ -57,18 +57,20 @@ def check_name(name):
                      'only, starting with a letter or digit' % (name,))
 
 
-def check_writable(directory):
+def check_writable(directory, flag=None):
   """DataError when `directory` could not be created or written (creates
-  nothing: its nearest existing ancestor must be a writable directory)."""
+  nothing: its nearest existing ancestor must be a writable directory).
+  `flag` (e.g. '--data_dir') is named in the message."""
   path = os.path.abspath(directory)
   while not os.path.exists(path) and os.path.dirname(path) != path:
     path = os.path.dirname(path)
+  what = '%s %s' % (flag, directory) if flag else directory
   if not os.path.isdir(path):
     raise DataError('cannot write to %s: %s is not a directory'
-                    % (directory, path))
+                    % (what, path))
   if not os.access(path, os.W_OK | os.X_OK):
     raise DataError('cannot write to %s: permission denied on %s'
-                    % (directory, path))
+                    % (what, path))
 
 
 def num_shards_for(count, images_per_shard=IMAGES_PER_SHARD):
@@ -256,8 +258,8 @@ def atomic_directory(target, overwrite=False, what='directory',
   DataError. On an exception the temporary directory is removed; `target`
   is left as it was. An existing target's exclusive lock (`lock`) is held
   throughout, and a target that appears meanwhile is never replaced (the
-  DataError says another process wrote it). An existing target that is not a complete `what` (no
-  `marker`) and not empty is never replaced.
+  DataError says another process wrote it). An existing target that is not
+  a complete `what` (no `marker`) and not empty is never replaced.
   """
   target = os.path.abspath(target)
   if marker:

@@ -122,7 +122,7 @@ def prepare(data_dir):
   except ValueError as e:
     raise cli.UsageError('%s (set --name)' % e)
   target = os.path.join(data_dir, name)
-  writer.check_writable(data_dir)  # Before reading: names --data_dir early.
+  writer.check_writable(data_dir, '--data_dir')  # Before reading raw files.
   if os.path.exists(target) and not FLAGS.overwrite:
     raise DataError('dataset %s already exists; pass --overwrite to replace it'
                     % target)

@@ -503,6 +503,10 @@ class StartTest(HardeningTestBase):
                         printer=lambda _: None)
     self.assertIn('--output_dir', str(e.exception))
     self.assertNotIn('--model_dir', str(e.exception))
+    # prepare_data checks --data_dir before reading the raw files.
+    with self.assertRaises(DataError) as e:
+      writer.check_writable(os.path.join(a_file, 'data'), '--data_dir')
+    self.assertIn('cannot write to --data_dir', str(e.exception))
     # A report that fails while writing leaves no plots without report.md.
     output_dir = os.path.join(work, 'report')
     original = report_lib.markdown
