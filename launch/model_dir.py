@@ -16,7 +16,6 @@ import shutil
 import tempfile
 
 import tensorflow.compat.v1 as tf
-from tensorflow.python import pywrap_tensorflow
 from tensorflow.python.lib.io import file_io
 from tensorflow.python.training import saver as saver_lib
 
@@ -75,7 +74,11 @@ def _glob_free_prefix(prefix):
   return os.path.join(alias, name)
 
 
-_tf_new_checkpoint_reader = pywrap_tensorflow.NewCheckpointReader
+try:  # Where checkpoint_utils finds the reader: TF >= 2.2, then TF 1.15.
+  from tensorflow.python.training import py_checkpoint_reader as _reader_module  # pylint: disable=g-import-not-at-top
+except ImportError:
+  from tensorflow.python import pywrap_tensorflow as _reader_module  # pylint: disable=g-import-not-at-top
+_tf_new_checkpoint_reader = _reader_module.NewCheckpointReader
 
 
 def _literal_checkpoint_reader(filepattern):
@@ -103,7 +106,7 @@ def install_literal_paths():
   that reads or writes checkpoints does.
   """
   file_io.get_matching_files = _literal_directory_matching_files
-  pywrap_tensorflow.NewCheckpointReader = _literal_checkpoint_reader
+  _reader_module.NewCheckpointReader = _literal_checkpoint_reader
   saver_lib.Saver.restore = _literal_saver_restore
 
 
