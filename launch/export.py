@@ -19,6 +19,7 @@ file system refuses (full disk, file-size limit) ends with one line naming
 the file (exit 1) and leaves EXPORT_DIR as it was.
 """
 
+import errno
 import os
 import shutil
 import sys
@@ -221,12 +222,17 @@ def export(model_dir, export_dir, checkpoint=None, data_dir=None,
   parent = os.path.dirname(export_dir)
   model_dir_lib.prepare(parent, '--export_dir')
   with sources.reading(params['data_dir'], params['dataset']):
-    _export(params, checkpoint, export_dir, verify_images, printer)
+    _export(params, checkpoint, export_dir, verify_images, printer,
+            replace=os.path.exists(export_dir))
   return export_dir
 
 
-def _export(params, checkpoint, export_dir, verify_images, printer):
-  """`export` once its checks passed, holding the data's shared locks."""
+def _export(params, checkpoint, export_dir, verify_images, printer, replace):
+  """`export` once its checks passed, holding the data's shared locks.
+
+  `replace`: EXPORT_DIR existed (and --overwrite was given). Otherwise an
+  EXPORT_DIR that another export created meanwhile is not replaced.
+  """
   source = sources.resolve(params['data_dir'], params['dataset'])
   norm = preprocessing.norm_spec(source.info, params['normalization'],
                                  source.dataset_dir)
@@ -239,7 +245,13 @@ def _export(params, checkpoint, export_dir, verify_images, printer):
       error = verify(tmp, params, source, checkpoint, verify_images)
       printer('verified: SavedModel == Estimator on %d test images (max '
               '|Δp| %.2g)' % (verify_images, error))
-    writer.replace_directory(tmp, export_dir)
+    try:
+      writer.replace_directory(tmp, export_dir, replace=replace)
+    except OSError as e:
+      if e.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+        raise
+      raise cli.RunError('%s already exists: another export wrote it '
+                         'meanwhile; it was left as it is' % export_dir)
   except (OSError, tf.errors.OpError) as e:
     reason = model_dir_lib.write_failure(e)
     if not reason:

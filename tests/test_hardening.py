@@ -156,6 +156,26 @@ class ExportTargetTest(HardeningTestBase):
       self.assertTrue(os.path.isfile(os.path.join(export_dir,
                                                   'saved_model.pb')))
     self.assertEqual(snapshot(model_dir), before)
+    # Two exports racing for a new EXPORT_DIR: the one that finds it created
+    # meanwhile leaves the other's in place (exit 1).
+    racing = os.path.join(work, 'export_race')
+    original = export_lib.write_saved_model
+
+    def write_after_a_rival(*args):
+      shutil.copytree(export_dir, racing)
+      return original(*args)
+
+    export_lib.write_saved_model = write_after_a_rival
+    try:
+      with self.assertRaises(cli.RunError) as e:
+        export_lib.export(model_dir, racing, verify_images=0,
+                          printer=lambda _: None)
+    finally:
+      export_lib.write_saved_model = original
+    self.assertIn('another export wrote it meanwhile', str(e.exception))
+    self.assertEqual(snapshot(racing), snapshot(export_dir))
+    self.assertEqual([n for n in os.listdir(work) if '.tmp-' in n or
+                      '.old-' in n], [])
 
 
 class DatasetOverwriteTest(HardeningTestBase):
