@@ -18,6 +18,19 @@ command again:
            SavedModel that loads; the export before the kill is not lost;
            re-running leaves one that loads.
 
+Hostile faults (issue 16), one of each per cycle, no kill involved:
+
+  export_onto_run   export with --overwrite and --export_dir equal to the
+                    model directory, then to its parent: both must be
+                    refused (exit 2) with every file of the run intact.
+  overwrite_busy    prepare_data --overwrite --drop_splits of the dataset
+                    while a training reads it: refused (exit 1), the
+                    training finishes, dataset and split still verify.
+  racing_writers    two prepare_data creating the same new dataset, then two
+                    creating the same new split, at the same moment: exactly
+                    one of each wins, the other exits 1 naming the output,
+                    which verifies.
+
 A kill that lands after the process finished is not counted as a fault.
 Prints one line per fault, then the totals and a final JSON line:
 faults injected, runs recovered (the re-run succeeded and its output
@@ -152,8 +165,10 @@ class Soak(object):
     if corrupt or lost:
       status += ', %d corrupt, %d lost' % (corrupt, lost)
       self.problems.append('%s: %s' % (stage, note))
-    print('fault %2d: %-7s killed at %5.2fs: %s%s'
-          % (self.counts['faults'], stage, delay, status,
+    when = ('killed at %5.2fs' % delay if delay is not None
+            else 'hostile run')
+    print('fault %2d: %-7s %s: %s%s'
+          % (self.counts['faults'], stage, when, status,
              ' (%s)' % note if note else ''), flush=True)
 
   def prepare_args(self):
@@ -340,6 +355,110 @@ class Soak(object):
                 'after the kill: %s' % state)
     return True
 
+  # Hostile faults.
+
+  def snapshot(self, root):
+    found = {}
+    for directory, _, files in os.walk(root):
+      for name in files:
+        path = os.path.join(directory, name)
+        found[os.path.relpath(path, root)] = os.path.getsize(path)
+    return found
+
+  def export_onto_run_fault(self, model_dir):
+    before = self.snapshot(model_dir)
+    refused = True
+    notes = []
+    for target in (model_dir, os.path.dirname(model_dir)):
+      code, output = run('export', ['--model_dir=' + model_dir,
+                                    '--export_dir=' + target, '--overwrite',
+                                    '--verify_images=0'])
+      errors = [l for l in output.splitlines() if l.startswith('error:')]
+      refused &= code == 2 and len(errors) == 1 and 'Traceback' not in output
+      notes.append('exit %d' % code)
+    after = self.snapshot(model_dir)
+    lost = int(any(name not in after for name in before))
+    corrupt, more = self.check_model_dir(model_dir)
+    self.record('export_onto_run', None,
+                refused and not lost and not corrupt, corrupt, lost,
+                ', '.join(notes + more))
+
+  def overwrite_busy_fault(self):
+    model_dir = os.path.join(self.work, 'busy%d' % self.counts['faults'])
+    args = self.train_args(model_dir)
+    # Long enough to be running when the overwrite comes; no evaluation on
+    # the way (one checkpoint interval).
+    args = [a for a in args if not a.startswith(('--train_steps=',
+                                                 '--save_checkpoints_steps='))
+           ] + ['--train_steps=%d' % (TRAIN_STEPS * 10),
+                '--save_checkpoints_steps=%d' % (TRAIN_STEPS * 10)]
+    proc = subprocess.Popen(command('train', args), stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, universal_newlines=True,
+                            env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3'))
+    while (not os.path.exists(os.path.join(model_dir, 'params.json')) and
+           proc.poll() is None):
+      time.sleep(0.01)
+    code, output = run('prepare_data', self.prepare_args() + [
+        '--overwrite', '--drop_splits'])
+    during = proc.poll() is None
+    train_output, _ = proc.communicate()
+    if not during:
+      return False  # Training ended before the overwrite came: no fault.
+    refused = code == 1 and 'in use by another process' in output
+    intact = (self.dataset_state() == 'complete' and
+              self.split_state() == 'complete')
+    lost = int(not intact or proc.returncode != 0)
+    self.record('overwrite_busy', None,
+                refused and intact and proc.returncode == 0, 0, lost,
+                'prepare exit %d; training exit %d%s' % (
+                    code, proc.returncode,
+                    '' if proc.returncode == 0 else
+                    ': ' + train_output.strip().split('\n')[-1]))
+    return True
+
+  def racing_writers_fault(self):
+    name = 'race%d' % self.counts['faults']
+    split = '%s.1@100-100' % name
+    notes, good, corrupt, lost = [], True, 0, 0
+    for what, args, state in (
+        ('dataset', self.prepare_args() + ['--name=' + name],
+         lambda: self.named_state(name, None)),
+        ('split', ['--data_dir=' + self.data_dir, '--split=' + split],
+         lambda: self.named_state(name, split))):
+      procs = [subprocess.Popen(command('prepare_data', args),
+                                stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT,
+                                universal_newlines=True,
+                                env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3'))
+               for _ in range(2)]
+      results = [(p.wait(), p.communicate()[0]) for p in procs]
+      codes = sorted(code for code, _ in results)
+      loser = [o for c, o in results if c == 1]
+      one_line = bool(loser) and len(
+          [l for l in loser[0].splitlines() if l.startswith('error:')]) == 1
+      named = bool(loser) and os.path.join(self.data_dir, name) in loser[0]
+      result = state()
+      notes.append('%s: exits %s, %s' % (what, codes, result))
+      good &= codes == [0, 1] and one_line and named and result == 'complete'
+      corrupt += int(result == 'corrupt')
+      lost += int(codes == [0, 0])  # Both reported success: one replaced.
+    self.record('racing_writers', None, good, corrupt, lost, '; '.join(notes))
+    shutil.rmtree(os.path.join(self.data_dir, name), ignore_errors=True)
+
+  def named_state(self, name, split):
+    try:
+      if split:
+        source = sources.resolve(self.data_dir, split)
+        sources.verify(source, deep=True)
+      else:
+        dataset_dir, info = dataset_info.load_named(self.data_dir, name)
+        dataset_info.verify(dataset_dir, info, deep=True)
+    except DataError as e:
+      return 'absent' if ('never created' in str(e) or
+                          'no prepared dataset' in str(e) or
+                          'no such' in str(e).lower()) else 'corrupt'
+    return 'complete'
+
   def run(self, faults):
     calibrate_dir = self.setup()
     shutil.rmtree(self.export_dir)  # The first export fault starts afresh.
@@ -353,6 +472,9 @@ class Soak(object):
           model_dir):
         model_dir = calibrate_dir
       self.export_fault(model_dir)
+      self.export_onto_run_fault(model_dir)
+      self.overwrite_busy_fault()
+      self.racing_writers_fault()
 
 
 def main():

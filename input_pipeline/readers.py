@@ -25,6 +25,7 @@ import gzip
 import os
 import pickle
 import struct
+import zlib
 
 import numpy as np
 from PIL import Image
@@ -79,7 +80,7 @@ def load_pickle(path):
       raise DataError('refusing to unpickle %s: %s' % (path, e))
     raise DataError('cannot unpickle %s: %s' % (path, e))
   except (EOFError, ValueError, TypeError, AttributeError, IndexError,
-          KeyError, OSError) as e:
+          KeyError, OSError, MemoryError, OverflowError, RecursionError) as e:
     raise DataError('cannot unpickle %s: %s: %s'
                     % (path, type(e).__name__, e))
 
@@ -102,7 +103,13 @@ def _find_subdir(source_dir, name, marker):
 
 
 def _as_split(images, labels, path):
-  labels = np.asarray(labels, dtype=np.int64).reshape(-1)
+  try:
+    labels = np.asarray(labels, dtype=np.int64)
+  except (ValueError, TypeError, OverflowError) as e:
+    raise DataError('%s: labels are not integers: %s' % (path, e))
+  if labels.ndim != 1:
+    raise DataError('%s: labels must be a flat list, got shape %s'
+                    % (path, labels.shape))
   if len(labels) != len(images):
     raise DataError('%s holds %d images but %d labels'
                     % (path, len(images), len(labels)))
@@ -132,8 +139,14 @@ def _dict_key(d, key, path):
 
 
 def _names(values, path):
-  return [v.decode('utf-8') if isinstance(v, bytes) else str(v)
-          for v in values]
+  if not isinstance(values, (list, tuple)):
+    raise DataError('%s: class names must be a list, got %s'
+                    % (path, type(values).__name__))
+  try:
+    return [v.decode('utf-8') if isinstance(v, bytes) else str(v)
+            for v in values]
+  except UnicodeDecodeError as e:
+    raise DataError('%s: class names are not UTF-8 text: %s' % (path, e))
 
 
 def _read_cifar_pickle_batch(path, label_key):
@@ -192,7 +205,11 @@ def _read_cifar10_binary(batch_dir):
   meta_path = os.path.join(batch_dir, 'batches.meta.txt')
   _require_file(meta_path, 'class names, one per line')
   with open(meta_path, 'rb') as f:
-    names = [l.strip().decode('utf-8') for l in f.read().splitlines()]
+    try:
+      names = [l.strip().decode('utf-8') for l in f.read().splitlines()]
+    except UnicodeDecodeError as e:
+      raise DataError('%s: class names are not UTF-8 text: %s'
+                      % (meta_path, e))
   names = [n for n in names if n]
   parts = [_read_cifar_binary_batch(
       os.path.join(batch_dir, 'data_batch_%d.bin' % i)) for i in range(1, 6)]
@@ -234,8 +251,10 @@ def _read_svhn_mat(path):
   _require_file(path, 'SVHN cropped digits .mat with X [32,32,3,N], y [N,1]')
   try:
     mat = scipy.io.loadmat(path, variable_names=['X', 'y'])
-  except (ValueError, TypeError, OSError, NotImplementedError) as e:
-    raise DataError('cannot read %s: %s' % (path, e))
+  except Exception as e:  # pylint: disable=broad-except
+    # Whatever scipy's parser raises on a damaged file (MatReadError,
+    # zlib.error, struct.error, ...) is a problem of that file.
+    raise DataError('cannot read %s: %s: %s' % (path, type(e).__name__, e))
   for key in ('X', 'y'):
     if key not in mat:
       raise DataError('%s: missing variable %s' % (path, key))
@@ -243,7 +262,10 @@ def _read_svhn_mat(path):
   if x.dtype != np.uint8 or x.ndim != 4 or x.shape[2] != 3:
     raise DataError('%s: expected X uint8 [H, W, 3, N], got %s %s'
                     % (path, x.dtype, x.shape))
-  y = np.asarray(y).reshape(-1).astype(np.int64)
+  try:
+    y = np.asarray(y).reshape(-1).astype(np.int64)
+  except (ValueError, TypeError, OverflowError) as e:
+    raise DataError('%s: y is not integer labels: %s' % (path, e))
   bad = np.flatnonzero((y < 1) | (y > 10))
   if bad.size:
     raise DataError('%s: label %d at index %d is outside 1..10'
@@ -280,7 +302,7 @@ def _open_maybe_gzip(source_dir, name, what):
     if os.path.isfile(gz):
       with gzip.open(gz, 'rb') as f:
         return gz, f.read()
-  except (OSError, EOFError) as e:
+  except (OSError, EOFError, zlib.error) as e:
     raise DataError('cannot read %s: %s' % (plain if os.path.isfile(plain)
                                              else gz, e))
   raise DataError('missing file %s[.gz] (expected %s)' % (plain, what))
@@ -396,8 +418,13 @@ def _load_image(path, image_size):
       if image_size:
         pil = pil.resize((image_size, image_size), Image.BICUBIC)
       array = np.asarray(pil, dtype=np.uint8)
-  except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
-    raise DataError('cannot read image %s: %s' % (path, e))
+  except DataError:
+    raise
+  except Exception as e:  # pylint: disable=broad-except
+    # Whatever PIL's decoders raise on a damaged file (OSError, SyntaxError,
+    # DecompressionBombError, struct.error, MemoryError, ...).
+    raise DataError('cannot read image %s: %s: %s'
+                    % (path, type(e).__name__, e))
   return array[..., None] if array.ndim == 2 else array
 
 
@@ -409,28 +436,26 @@ def _folder_items(root_real, folder, class_names, unlabeled=False):
   for label, name in enumerate(class_names):
     class_dir = os.path.join(folder, name)
     if os.path.isdir(class_dir):
-      items.extend((p, label) for p in _image_files(root_real, class_dir))
+      found = _image_files(root_real, class_dir)
+      if not found:
+        # An empty class would be a class no image teaches (refused, not
+        # dropped: dropping it would renumber the other classes).
+        raise DataError('class folder %s has no .png/.jpg/.jpeg images; add '
+                        'images or remove the folder' % class_dir)
+      items.extend((p, label) for p in found)
   if not items:
     raise DataError('no .png/.jpg/.jpeg images found in %s' % folder)
   return items
 
 
-def _load_split(items, image_size, first):
-  """Loads the images of `items`; all must match `first` = (shape, path)."""
-  images = []
-  for path, _ in items:
-    image = _load_image(path, image_size)
-    if first is None:
-      first = (image.shape, path)
-    elif image.shape != first[0]:
-      raise DataError('image %s has shape %s but %s has %s; all images must '
-                      'share one shape (use --image_size to resize)'
-                      % (path, image.shape, first[1], first[0]))
-    images.append(image)
-  return (np.stack(images), np.array([l for _, l in items], np.int64)), first
+def _load_split(items, image_size):
+  """([uint8 [H, W, C] images], int64 labels) of `items`."""
+  return ([_load_image(path, image_size) for path, _ in items],
+          np.array([l for _, l in items], np.int64))
 
 
-def read_image_folder(source_dir, image_size=0, unlabeled_dir='unlabeled'):
+def read_image_folder(source_dir, image_size=0, unlabeled_dir='unlabeled',
+                      channels=0):
   """Reads `<source_dir>/<class>/*.png|jpg|jpeg` into labelled splits.
 
   If `source_dir/train/` and `source_dir/test/` both exist they become the
@@ -445,10 +470,14 @@ def read_image_folder(source_dir, image_size=0, unlabeled_dir='unlabeled'):
     source_dir: the root folder.
     image_size: if > 0, every image is resized to image_size x image_size.
     unlabeled_dir: name of the unlabeled folder ('' for none).
+    channels: 1 or 3 converts every image to that many channels
+      (`convert_channels`); 0: 1 when every image is grey, else 3. Images
+      whose channel counts differ (grey, RGB, RGBA) are therefore fine.
 
   Raises:
-    DataError: missing folders, unreadable images, images of different
-      shapes (naming both files), or a path leading outside `source_dir`.
+    DataError: missing folders, a class folder without images, fewer than
+      two classes, unreadable images, images of different sizes (naming both
+      files), or a path leading outside `source_dir`.
   """
   if not os.path.isdir(source_dir):
     raise DataError('source directory %s does not exist' % source_dir)
@@ -477,10 +506,28 @@ def read_image_folder(source_dir, image_size=0, unlabeled_dir='unlabeled'):
     items.append(('unlabeled', _folder_items(
         root_real, _inside(root_real, unlabeled_path), class_names,
         unlabeled=True)))
-  splits = collections.OrderedDict()
+  loaded = [(split, _load_split(split_items, image_size))
+            for split, split_items in items]
+  if len(class_names) < 2:
+    raise DataError('%s has %d class folder (%s); a classifier needs at least '
+                    '2 classes' % (split_dirs[0][1], len(class_names),
+                                   ', '.join(class_names)))
   first = None
-  for split, split_items in items:
-    splits[split], first = _load_split(split_items, image_size, first)
+  for split, (images, _) in loaded:
+    for i, image in enumerate(images):
+      path = dict(items)[split][i][0]
+      if first is None:
+        first = (image.shape, path)
+      elif image.shape[:2] != first[0][:2]:
+        raise DataError('image %s has shape %s but %s has %s; all images must '
+                        'share one size (use --image_size to resize)'
+                        % (path, image.shape, first[1], first[0]))
+  channels = channels or auto_channels(
+      {image.shape[-1] for _, (images, _) in loaded for image in images})
+  splits = collections.OrderedDict(
+      (split, (np.stack([convert_channels(image[None], channels)[0]
+                         for image in images]),
+               labels)) for split, (images, labels) in loaded)
   return RawDataset(splits, class_names, 'image_folder')
 
 
@@ -540,6 +587,20 @@ def read_tfds(name, data_dir):
   (others, e.g. `validation`, are ignored); the features must include an
   `image` and a ClassLabel `label`.
   """
+  try:
+    return _read_tfds(name, data_dir)
+  except DataError:
+    raise
+  except Exception as e:  # pylint: disable=broad-except
+    # What TFDS and TensorFlow raise on a damaged dataset directory (a JSON
+    # or protobuf parse error, a corrupt TFRecord, a missing shard, ...).
+    raise DataError('cannot read TFDS dataset %s in %s: %s: %s'
+                    % (name, data_dir, type(e).__name__,
+                       str(e).split('\n')[0]))
+
+
+def _read_tfds(name, data_dir):
+  """read_tfds, raising whatever TFDS raises."""
   import tensorflow.compat.v1 as tf  # pylint: disable=g-import-not-at-top
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
   base = name.split(':')[0].split('/')[0]
@@ -581,16 +642,70 @@ DATASETS = ('fashion_mnist', 'mnist', 'cifar10', 'cifar100', 'svhn',
             'image_folder', 'tfds:NAME')
 
 
+CHANNELS = (0, 1, 3)
+
+
+def convert_channels(images, channels):
+  """uint8 [N, H, W, C] images with `channels` (1 or 3) channels.
+
+  The rule every prepared dataset follows: alpha is dropped (RGBA -> RGB,
+  LA -> L), grey is repeated to RGB, and RGB becomes grey by ITU-R 601
+  luma (PIL's 'L' conversion).
+  """
+  images = np.asarray(images)
+  if images.shape[-1] in (2, 4):
+    images = images[..., :-1]
+  if images.shape[-1] == channels:
+    return images
+  if channels == 3:
+    return np.repeat(images, 3, axis=-1)
+  luma = images.astype(np.float32) @ np.array([0.299, 0.587, 0.114],
+                                               np.float32)
+  return np.clip(np.round(luma), 0, 255).astype(np.uint8)[..., None]
+
+
+def auto_channels(channel_counts):
+  """The declared channel count for images of these channel counts: 1 when
+  every image is grey (with or without alpha), else 3."""
+  return 1 if set(channel_counts) <= {1, 2} else 3
+
+
+def _with_channels(raw, channels):
+  """`raw` with every split converted to one channel count (see read)."""
+  counts = {np.asarray(images).shape[-1] for images, _ in raw.splits.values()
+            if np.asarray(images).ndim == 4}
+  channels = channels or auto_channels(counts)
+  if counts <= {channels}:
+    return raw
+  splits = collections.OrderedDict(
+      (name, (convert_channels(images, channels), labels))
+      for name, (images, labels) in raw.splits.items())
+  return raw._replace(splits=splits)
+
+
 def read(dataset, source_dir, coarse_labels=False, svhn_extra=False,
-         image_size=0, unlabeled_dir='unlabeled'):
+         image_size=0, unlabeled_dir='unlabeled', channels=0):
   """Reads `dataset` (one of DATASETS) from `source_dir`.
 
-  For `tfds:NAME`, `source_dir` is the TFDS data directory.
+  For `tfds:NAME`, `source_dir` is the TFDS data directory. Every image of
+  the result has `channels` channels (1 or 3; 0: 1 when every image is grey,
+  else 3), converted by `convert_channels`, so that every prepared dataset
+  trains with every algorithm (which take grey or RGB images).
 
   Raises:
     ValueError: unknown dataset kind (lists the known ones).
     DataError: problems with the files.
   """
+  if channels not in CHANNELS:
+    raise ValueError('channels must be one of %s, got %r' % (CHANNELS,
+                                                            channels))
+  return _with_channels(_read(dataset, source_dir, coarse_labels, svhn_extra,
+                              image_size, unlabeled_dir, channels), channels)
+
+
+def _read(dataset, source_dir, coarse_labels, svhn_extra, image_size,
+          unlabeled_dir, channels):
+  """`read` before the channel conversion."""
   if dataset == 'fashion_mnist':
     return read_fashion_mnist(source_dir)
   if dataset == 'mnist':
@@ -603,7 +718,7 @@ def read(dataset, source_dir, coarse_labels=False, svhn_extra=False,
     return read_svhn(source_dir, extra=svhn_extra)
   if dataset == 'image_folder':
     return read_image_folder(source_dir, image_size=image_size,
-                             unlabeled_dir=unlabeled_dir)
+                             unlabeled_dir=unlabeled_dir, channels=channels)
   if dataset.startswith('tfds:') and len(dataset) > len('tfds:'):
     return read_tfds(dataset[len('tfds:'):], source_dir)
   raise ValueError('unknown dataset %r; known: %s'

@@ -7,6 +7,7 @@ checks every shard a DataSource reads (sha256; with deep=True every record).
 """
 
 import collections
+import contextlib
 import os
 
 from input_pipeline import dataset_info
@@ -27,6 +28,35 @@ def _split_command(data_dir, parsed, split_name):
     command += (' plus the --labeled_classes / --unlabeled_classes / '
                 '--extra_unlabeled flags that tag %r stands for' % parsed.tag)
   return command
+
+
+@contextlib.contextmanager
+def reading(data_dir, dataset):
+  """Holds the shared locks of a dataset (and split) while it is read.
+
+  A prepare_data run that would replace or delete it (which needs the
+  exclusive lock, `writer.lock`) is refused meanwhile; a write in progress
+  makes this raise DataError naming it. Names that do not parse are left to
+  `resolve` to report.
+  """
+  held = []
+  try:
+    base = dataset
+    if '@' in dataset:
+      try:
+        base = splits_lib.parse_split_name(dataset).name
+      except ValueError:
+        base = None
+    if base and writer.NAME_RE.match(base):
+      dataset_dir = os.path.join(data_dir, base)
+      held.append(writer.lock(dataset_dir, False, 'dataset'))
+      if base != dataset:
+        held.append(writer.lock(splits_lib.split_dir(dataset_dir, dataset),
+                                False, 'split'))
+    yield
+  finally:
+    for lock in held:
+      lock.release()
 
 
 def resolve(data_dir, dataset):

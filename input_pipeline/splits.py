@@ -44,9 +44,10 @@ SPLITS_DIR = 'splits'
 SPLIT_FILE = 'split.json'
 PARTS = ('labeled', 'valid', 'unlabeled')
 
-SPLIT_RE = re.compile(r'^(?P<name>[A-Za-z0-9][A-Za-z0-9_-]*)\.(?P<seed>\d+)'
-                      r'@(?P<labels>\d+)-(?P<valid>\d+)'
-                      r'(?:\.(?P<tag>[A-Za-z0-9_-]+))?$')
+# ASCII only, to the very end (see writer.NAME_RE): one split, one name.
+SPLIT_RE = re.compile(r'\A(?P<name>[a-z0-9][a-z0-9_]*)\.(?P<seed>[0-9]+)'
+                      r'@(?P<labels>[0-9]+)-(?P<valid>[0-9]+)'
+                      r'(?:\.(?P<tag>[a-z0-9_]+))?\Z', re.ASCII)
 
 SplitName = collections.namedtuple('SplitName',
                                    ['name', 'seed', 'labels', 'valid', 'tag'])
@@ -257,6 +258,15 @@ def create_split(data_dir, split_name, labeled_classes=None,
   if len(set(extra_unlabeled)) != len(extra_unlabeled):
     raise DataError('extra unlabeled datasets listed twice: %s'
                     % ', '.join(extra_unlabeled))
+  # The dataset is not replaced while the split is drawn from it.
+  with writer.lock(os.path.join(data_dir, parsed.name), False, 'dataset'):
+    return _create_split(data_dir, split_name, parsed, labeled_classes,
+                         unlabeled_classes, extra_unlabeled, overwrite)
+
+
+def _create_split(data_dir, split_name, parsed, labeled_classes,
+                  unlabeled_classes, extra_unlabeled, overwrite):
+  """create_split under the dataset's shared lock."""
   dataset_dir, info = dataset_info.load_named(data_dir, parsed.name)
   num_classes = info['num_classes']
   classes = _check_classes(labeled_classes, num_classes, 'labeled_classes')

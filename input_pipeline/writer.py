@@ -13,10 +13,21 @@ the next write of the same name removes it. Replacing an existing directory
 leaves the previous version there, and the next `atomic_directory` call on
 the same target (`recover_interrupted`) renames it back before doing
 anything else, so a kill never loses the previous dataset or split.
+
+Concurrency: creating a target renames the complete directory into place
+only if nothing is there yet (`replace_directory(replace=False)`), so of two
+concurrent writers exactly one wins and the other gets a DataError naming
+the target. Replacing one holds the exclusive `fcntl.flock` of the existing
+directory (`lock`), and readers (training, evaluation, export, a split
+being drawn from its dataset) hold its shared lock, so a dataset is never
+replaced under them; the kernel drops the locks when a process ends.
 """
 
 import contextlib
+import errno
+import fcntl
 import glob
+import hashlib
 import multiprocessing
 import os
 import re
@@ -32,17 +43,35 @@ from input_pipeline import zca as zca_lib
 from input_pipeline.errors import DataError
 
 IMAGES_PER_SHARD = 10000
-NAME_RE = re.compile(r'^[A-Za-z0-9][A-Za-z0-9_-]*$')
+# ASCII only, matched to the very end: `$` would accept a trailing newline
+# and `\d` non-ASCII digits (a second name for the same split).
+NAME_RE = re.compile(r'\A[a-z0-9][a-z0-9_]*\Z', re.ASCII)
 
 _ENCODE_CHUNK = 2000
 _PARALLEL_MIN_IMAGES = 4000
 
 
 def check_name(name):
-  """Dataset names: letters, digits, '_' and '-' (no '.', which splits use)."""
+  """Dataset names: ASCII a-z, 0-9 and '_' (no '.', which splits use)."""
   if not isinstance(name, str) or not NAME_RE.match(name):
-    raise ValueError('invalid dataset name %r: use letters, digits, "_" and '
-                     '"-" only, starting with a letter or digit' % (name,))
+    raise ValueError('invalid dataset name %r: use ASCII a-z, 0-9 and "_" '
+                     'only, starting with a letter or digit' % (name,))
+
+
+def check_writable(directory, flag=None):
+  """DataError when `directory` could not be created or written (creates
+  nothing: its nearest existing ancestor must be a writable directory).
+  `flag` (e.g. '--data_dir') is named in the message."""
+  path = os.path.abspath(directory)
+  while not os.path.exists(path) and os.path.dirname(path) != path:
+    path = os.path.dirname(path)
+  what = '%s %s' % (flag, directory) if flag else directory
+  if not os.path.isdir(path):
+    raise DataError('cannot write to %s: %s is not a directory'
+                    % (what, path))
+  if not os.access(path, os.W_OK | os.X_OK):
+    raise DataError('cannot write to %s: permission denied on %s'
+                    % (what, path))
 
 
 def num_shards_for(count, images_per_shard=IMAGES_PER_SHARD):
@@ -123,14 +152,69 @@ def _leftovers(target, kind):
   return found
 
 
-def replace_directory(tmp, target):
+class Lock(object):
+  """A held `flock`; `release()` (or leaving a `with`) drops it."""
+
+  def __init__(self, fd):
+    self._fd = fd
+
+  def release(self):
+    if self._fd is not None:
+      os.close(self._fd)
+      self._fd = None
+
+  def __enter__(self):
+    return self
+
+  def __exit__(self, *unused):
+    self.release()
+
+
+def lock(target, exclusive, what='directory'):
+  """Takes the shared or exclusive `flock` of the directory `target`.
+
+  The lock is on the directory itself (no lock file is left anywhere), so
+  it follows the version of the dataset or split that was there when it was
+  taken: a replacement renames a new directory into place. Never waits.
+  Returns a Lock (holding nothing when `target` does not exist: creating is
+  made exclusive by the final rename instead, see `replace_directory`).
+
+  Raises:
+    DataError: another process holds a conflicting lock; names `target`.
+  """
+  target = os.path.abspath(target)
+  try:
+    fd = os.open(target, os.O_RDONLY | os.O_DIRECTORY)
+  except OSError:
+    return Lock(None)
+  try:
+    fcntl.flock(fd, (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH) |
+                fcntl.LOCK_NB)
+  except OSError as e:
+    os.close(fd)
+    if e.errno not in (errno.EAGAIN, errno.EACCES):
+      raise DataError('cannot lock %s %s: %s' % (what, target,
+                                                 e.strerror or e))
+    if exclusive:
+      raise DataError('%s %s is in use by another process (a training, an '
+                      'evaluation or another prepare_data); try again when '
+                      'it ends' % (what, target))
+    raise DataError('%s %s is being written by another process; try again '
+                    'when it ends' % (what, target))
+  return Lock(fd)
+
+
+def replace_directory(tmp, target, replace=True):
   """Renames the complete directory `tmp` to `target`.
 
-  An existing `target` is first moved to `<target>.old-<pid>` (the name
-  `recover_interrupted` puts back if this process dies before the second
-  rename) and removed once `tmp` is in place.
+  With `replace`, an existing `target` is first moved to
+  `<target>.old-<pid>` (the name `recover_interrupted` puts back if this
+  process dies before the second rename) and removed once `tmp` is in
+  place. Without it the rename fails (OSError ENOTEMPTY or EEXIST) when
+  another process has meanwhile put a directory at `target`: of two
+  concurrent writers exactly one wins.
   """
-  if os.path.exists(target):
+  if replace and os.path.exists(target):
     old = '%s.old-%d' % (target, os.getpid())
     os.rename(target, old)
     os.rename(tmp, target)
@@ -173,7 +257,10 @@ def atomic_directory(target, overwrite=False, what='directory',
   exists and overwrite is off, or if the parent directory cannot be created
   or written, and turns file system errors while writing (a full disk) into
   DataError. On an exception the temporary directory is removed; `target`
-  is left as it was.
+  is left as it was. An existing target's exclusive lock (`lock`) is held
+  throughout, and a target that appears meanwhile is never replaced (the
+  DataError says another process wrote it). An existing target that is not
+  a complete `what` (no `marker`) and not empty is never replaced.
   """
   target = os.path.abspath(target)
   if marker:
@@ -185,9 +272,27 @@ def atomic_directory(target, overwrite=False, what='directory',
     if restored:
       tf.logging.warning('restored %s %s from %s, left by an interrupted '
                          'overwrite', what, target, restored)
-  if os.path.exists(target) and not overwrite:
+  held = lock(target, True, what)
+  try:
+    with _atomic_directory_locked(target, overwrite, what, marker,
+                                  os.path.exists(target)) as tmp:
+      yield tmp
+  finally:
+    held.release()
+
+
+@contextlib.contextmanager
+def _atomic_directory_locked(target, overwrite, what, marker, existed):
+  """atomic_directory holding the exclusive lock of an existing target."""
+  if existed and not overwrite:
     raise DataError('%s %s already exists; pass --overwrite to replace it'
                     % (what, target))
+  if (os.path.exists(target) and marker and
+      not os.path.isfile(os.path.join(target, marker)) and
+      not (os.path.isdir(target) and not os.listdir(target))):
+    # --overwrite replaces a dataset or split, never another directory.
+    raise DataError('%s exists but is not a %s (no %s); refusing to replace '
+                    'it' % (target, what, marker))
   parent = os.path.dirname(target)
   tmp = '%s.tmp-%d' % (target, os.getpid())
   try:
@@ -199,7 +304,15 @@ def atomic_directory(target, overwrite=False, what='directory',
     raise DataError('cannot write to %s: %s' % (parent, e.strerror or e))
   try:
     yield tmp
-    replace_directory(tmp, target)
+    try:
+      # Replace only the version this process locked; a target that
+      # appeared meanwhile is another writer's, which won.
+      replace_directory(tmp, target, replace=existed)
+    except OSError as e:
+      if e.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+        raise
+      raise DataError('%s %s already exists: another process wrote it '
+                      'meanwhile' % (what, target))
   except (OSError, tf.errors.OpError) as e:
     detail = runtime.error_line(e) if isinstance(e, tf.errors.OpError) else (
         str(e.strerror or e).split('\n')[0])
@@ -259,6 +372,13 @@ def _as_images(split, images):
   if images.ndim != 4 or images.shape[-1] not in (1, 3, 4):
     raise DataError('split %s: images must be [N, H, W, C] with C in 1, 3, '
                     '4; got %s' % (split, images.shape))
+  if not (images.shape[1] and images.shape[2]):
+    raise DataError('split %s: images of size %dx%d' % (split, images.shape[1],
+                                                         images.shape[2]))
+  if images.shape[-1] == 4:
+    # Every algorithm takes grey or RGB: alpha is dropped, as
+    # readers.convert_channels does.
+    images = images[..., :3]
   return images
 
 
@@ -281,16 +401,15 @@ def _check_labels(split, labels, count, num_classes):
   return labels
 
 
-def validate_splits(splits, num_classes):
+def validate_splits(splits, num_classes, class_names=None):
   """Returns {split: (uint8 images, int64 labels)} or raises DataError."""
+  class_names = class_names or [str(c) for c in range(num_classes)]
   unknown = sorted(set(splits) - set(dataset_info.SPLIT_NAMES))
   if unknown:
     raise DataError('unknown split names %s; allowed: %s'
                     % (', '.join(unknown), ', '.join(dataset_info.SPLIT_NAMES)))
   if 'train' not in splits:
     raise DataError('a dataset needs a train split')
-  if num_classes < 1:
-    raise DataError('a dataset needs at least one class name')
   checked = {}
   for split in [s for s in dataset_info.SPLIT_NAMES if s in splits]:
     images, labels = splits[split]
@@ -303,6 +422,15 @@ def validate_splits(splits, num_classes):
                       % (split, list(images.shape[1:]), list(shape)))
     checked[split] = (images, _check_labels(split, labels, len(images),
                                             num_classes))
+  if num_classes < 2:
+    # One class trains to a meaningless "100 %".
+    raise DataError('a dataset needs at least 2 classes, got %d' % num_classes)
+  counts = np.bincount(np.maximum(checked['train'][1], 0),
+                       minlength=num_classes)
+  empty = np.flatnonzero(counts == 0)
+  if empty.size:
+    raise DataError('class %d (%s) has no train images; every class needs '
+                    'some' % (empty[0], class_names[empty[0]]))
   return checked
 
 
@@ -322,13 +450,78 @@ def channel_stats(images):
   return [float(m) for m in mean], [float(s) for s in std]
 
 
+def _records_digest(directory, info):
+  """{split: sha256 of the sequence of its records} of a written dataset."""
+  digests = {}
+  for split, entry in info['splits'].items():
+    digest = hashlib.sha256()
+    for shard in entry['shards']:
+      for record in tf.io.tf_record_iterator(os.path.join(directory,
+                                                          shard['file'])):
+        digest.update(hashlib.sha256(record).digest())
+    digests[split] = digest.hexdigest()
+  return digests
+
+
+def existing_splits(dataset_dir):
+  """Names of the complete splits under `dataset_dir/splits`."""
+  splits_dir = os.path.join(dataset_dir, 'splits')
+  if not os.path.isdir(splits_dir):
+    return []
+  return sorted(n for n in os.listdir(splits_dir)
+                if os.path.isfile(os.path.join(splits_dir, n, 'split.json')))
+
+
+def _same_records(old_dir, new_dir, new_info):
+  """Whether the dataset in old_dir holds exactly new_info's records."""
+  try:
+    old_info = dataset_info.load(old_dir)
+  except DataError:
+    return False
+  for key in ('image_shape', 'num_classes', 'class_names'):
+    if old_info.get(key) != new_info[key]:
+      return False
+  if sorted(old_info['splits']) != sorted(new_info['splits']):
+    return False
+  try:
+    return (_records_digest(old_dir, old_info) ==
+            _records_digest(new_dir, new_info))
+  except (OSError, tf.errors.OpError):
+    return False
+
+
+def _carry_splits(target, tmp, info, drop_splits):
+  """Moves the splits of the dataset being replaced into its new version.
+
+  A split copies records of its dataset by position, so it stays valid when
+  the new dataset holds the same records; then it is kept. Otherwise the
+  overwrite is refused, naming the splits, unless `drop_splits`.
+  """
+  names = existing_splits(target)
+  if not names:
+    return
+  if _same_records(target, tmp, info):
+    # Hard links, not a move: until the new version is renamed into place
+    # the old one keeps its splits, so a kill at any point loses nothing.
+    shutil.copytree(os.path.join(target, 'splits'),
+                    os.path.join(tmp, 'splits'), copy_function=os.link)
+    tf.logging.info('kept splits %s: the new data holds the same records',
+                    ', '.join(names))
+    return
+  if not drop_splits:
+    raise DataError('dataset %s has splits that the new data would '
+                    'invalidate: %s; pass --drop_splits to delete them, or '
+                    'prepare under another --name' % (target, ', '.join(names)))
+
+
 def write_dataset(data_dir, name, splits, class_names, source,
-                  shards_per_split=None, zca=False, overwrite=False):
+                  shards_per_split=None, zca=False, overwrite=False,
+                  drop_splits=False):
   """Validates and writes a dataset to `<data_dir>/<name>`.
 
   Args:
     data_dir: the DATA directory (created if needed).
-    name: the dataset name (letters, digits, '_', '-').
+    name: the dataset name (ASCII a-z, 0-9, '_').
     splits: {split: (images, labels)}, split in train/test/extra/unlabeled;
       images uint8 [N, H, W, C] (or a list of [H, W, C]), labels int [N] in
       0..num_classes-1 (-1 also allowed in extra and unlabeled).
@@ -337,7 +530,10 @@ def write_dataset(data_dir, name, splits, class_names, source,
     shards_per_split: None (about 10,000 images a shard), an int, or a dict
       split -> int.
     zca: also fit ZCA on the train images and write zca.npz.
-    overwrite: replace an existing `<data_dir>/<name>`.
+    overwrite: replace an existing `<data_dir>/<name>`. Its splits are kept
+      when the new data holds the same records; otherwise the overwrite is
+      refused while it has splits, unless `drop_splits`.
+    drop_splits: with overwrite, delete splits the new data invalidates.
 
   Returns:
     The dataset directory.
@@ -349,7 +545,7 @@ def write_dataset(data_dir, name, splits, class_names, source,
   """
   check_name(name)
   class_names = [str(c) for c in class_names]
-  checked = validate_splits(splits, len(class_names))
+  checked = validate_splits(splits, len(class_names), class_names)
   train_images = checked['train'][0]
   mean, std = channel_stats(train_images)
   info = {
@@ -386,4 +582,6 @@ def write_dataset(data_dir, name, splits, class_names, source,
       zca_mean, zca_matrix = zca_lib.fit_zca(train_images)
       zca_lib.save(os.path.join(tmp, zca_lib.FILE_NAME), zca_mean, zca_matrix)
     dataset_info.write_json(os.path.join(tmp, dataset_info.INFO_FILE), info)
+    if overwrite and os.path.isdir(target):
+      _carry_splits(target, tmp, info, drop_splits)
   return target

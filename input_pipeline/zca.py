@@ -90,8 +90,11 @@ def load(path, dim=None):
   try:
     with np.load(path, allow_pickle=False) as data:
       mean, matrix = data['mean'], data['matrix']
-  except (OSError, KeyError, ValueError) as e:
-    raise DataError('cannot read ZCA file %s: %s' % (path, e))
+  except Exception as e:  # pylint: disable=broad-except
+    # A damaged .npz raises OSError, KeyError, ValueError, but also
+    # zipfile.BadZipFile, zlib.error, EOFError, ...: all a problem of the file.
+    raise DataError('cannot read ZCA file %s: %s: %s'
+                    % (path, type(e).__name__, e))
   d = mean.size if dim is None else dim
   if mean.shape != (d,) or matrix.shape != (d, d):
     raise DataError('ZCA file %s holds mean %s and matrix %s, expected [%d] '

@@ -10,6 +10,7 @@
 Any other exception is a bug and keeps its traceback.
 """
 
+import math
 import os
 import sys
 
@@ -43,11 +44,30 @@ def fail(message, code):
   sys.exit(code)
 
 
+def non_finite_flag(flag_values):
+  """'--name=value' of the first float flag set to NaN or +-Inf, or None.
+
+  absl's float parser accepts 'nan' and 'inf', which no hyperparameter
+  means; they are refused when flags are parsed.
+  """
+  for name in sorted(flag_values):
+    value = flag_values[name].value
+    values = value if isinstance(value, (list, tuple)) else [value]
+    for v in values:
+      if isinstance(v, float) and not math.isfinite(v):
+        return '--%s=%s' % (name, v)
+  return None
+
+
 def _parse_flags(argv):
   try:
-    return flags.FLAGS(argv)
+    parsed = flags.FLAGS(argv)
   except flags.Error as e:
     fail(e, EXIT_USAGE_ERROR)
+  bad = non_finite_flag(flags.FLAGS)
+  if bad:
+    fail('%s: a flag value must be a finite number' % bad, EXIT_USAGE_ERROR)
+  return parsed
 
 
 def _guarded(main_fn):

@@ -365,11 +365,17 @@ def run(model_dir, checkpoint=None, data_dir=None, dataset=None,
     params['data_dir'] = data_dir
   if dataset:
     params['dataset'] = dataset
+  params_lib.check_batch_memory('batch_size', batch_size, batch_size,
+                                params['image_shape'])
+  if checkpoint:
+    model_dir_lib.check_checkpoint(checkpoint, '--checkpoint')
   checkpoint = checkpoint or model_dir_lib.latest_checkpoint(model_dir)
   if not checkpoint:
     raise cli.UsageError('no checkpoint in %s: train first' % model_dir)
-  results = evaluate(params, checkpoint, batch_size, tune_images, tta, tune,
-                     printer)
+  model_dir_lib.check_checkpoint(checkpoint)
+  with sources.reading(params['data_dir'], params['dataset']):
+    results = evaluate(params, checkpoint, batch_size, tune_images, tta, tune,
+                       printer)
   printer('%s at step %d (%s, %s):' % (params['algorithm'], results['step'],
                                        params['network'], params['dataset']))
   printer(format_table(results))

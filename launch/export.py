@@ -19,6 +19,7 @@ file system refuses (full disk, file-size limit) ends with one line naming
 the file (exit 1) and leaves EXPORT_DIR as it was.
 """
 
+import errno
 import os
 import shutil
 import sys
@@ -168,24 +169,70 @@ def recover(export_dir):
   return writer.recover_interrupted(export_dir, 'saved_model.pb')
 
 
+def _within(path, directory):
+  """Whether `path` is `directory` or lies inside it (paths resolved)."""
+  path, directory = os.path.realpath(path), os.path.realpath(directory)
+  return path == directory or path.startswith(directory.rstrip(os.sep) +
+                                              os.sep)
+
+
+def check_export_dir(model_dir, export_dir, overwrite):
+  """UsageError for an EXPORT_DIR that would destroy what it is not.
+
+  The export never touches its own run: EXPORT_DIR may not be MODEL_DIR,
+  lie inside it or contain it. --overwrite replaces a previous export (a
+  directory holding saved_model.pb) or an empty directory, nothing else.
+  """
+  if _within(export_dir, model_dir) or _within(model_dir, export_dir):
+    raise cli.UsageError(
+        '--export_dir %s %s --model_dir %s; export to a directory outside '
+        'the run' % (export_dir, 'is' if _within(model_dir, export_dir) and
+                     _within(export_dir, model_dir) else
+                     'lies inside' if _within(export_dir, model_dir) else
+                     'contains', model_dir))
+  if (overwrite and os.path.lexists(export_dir) and
+      not os.path.isfile(os.path.join(export_dir, 'saved_model.pb')) and
+      not (os.path.isdir(export_dir) and not os.listdir(export_dir))):
+    raise cli.UsageError('--export_dir %s exists and is not an export (no '
+                         'saved_model.pb); --overwrite replaces a previous '
+                         'export only' % export_dir)
+
+
 def export(model_dir, export_dir, checkpoint=None, data_dir=None,
            overwrite=False, verify_images=16, printer=print):
   """Exports, verifies and renames into place; returns export_dir."""
   export_dir = os.path.abspath(export_dir)
+  check_export_dir(model_dir, export_dir, overwrite)
+  model_dir_lib.check_writable(export_dir, '--export_dir')
   restored = recover(export_dir)
   if restored:
     printer('restored the previous export from %s' % restored)
   params = params_lib.load(model_dir)
   if data_dir:
     params['data_dir'] = data_dir
+  if checkpoint:
+    model_dir_lib.check_checkpoint(checkpoint, '--checkpoint')
   checkpoint = checkpoint or model_dir_lib.latest_checkpoint(model_dir)
   if not checkpoint:
     raise cli.UsageError('no checkpoint in %s: train first' % model_dir)
+  model_dir_lib.check_checkpoint(checkpoint)
   if os.path.exists(export_dir) and not overwrite:
     raise cli.UsageError('%s exists; pass --overwrite to replace it'
                          % export_dir)
   parent = os.path.dirname(export_dir)
-  model_dir_lib.prepare(parent)
+  model_dir_lib.prepare(parent, '--export_dir')
+  with sources.reading(params['data_dir'], params['dataset']):
+    _export(params, checkpoint, export_dir, verify_images, printer,
+            replace=os.path.exists(export_dir))
+  return export_dir
+
+
+def _export(params, checkpoint, export_dir, verify_images, printer, replace):
+  """`export` once its checks passed, holding the data's shared locks.
+
+  `replace`: EXPORT_DIR existed (and --overwrite was given). Otherwise an
+  EXPORT_DIR that another export created meanwhile is not replaced.
+  """
   source = sources.resolve(params['data_dir'], params['dataset'])
   norm = preprocessing.norm_spec(source.info, params['normalization'],
                                  source.dataset_dir)
@@ -198,7 +245,13 @@ def export(model_dir, export_dir, checkpoint=None, data_dir=None,
       error = verify(tmp, params, source, checkpoint, verify_images)
       printer('verified: SavedModel == Estimator on %d test images (max '
               '|Δp| %.2g)' % (verify_images, error))
-    writer.replace_directory(tmp, export_dir)
+    try:
+      writer.replace_directory(tmp, export_dir, replace=replace)
+    except OSError as e:
+      if e.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+        raise
+      raise cli.RunError('%s already exists: another export wrote it '
+                         'meanwhile; it was left as it is' % export_dir)
   except (OSError, tf.errors.OpError) as e:
     reason = model_dir_lib.write_failure(e)
     if not reason:
@@ -212,7 +265,6 @@ def export(model_dir, export_dir, checkpoint=None, data_dir=None,
       shutil.rmtree(tmp)
   printer('exported %s (step %d) to %s'
           % (checkpoint, model_dir_lib.checkpoint_step(checkpoint), export_dir))
-  return export_dir
 
 
 def main(argv):

@@ -6,29 +6,154 @@ the life of the process. The kernel drops the lock when the process ends,
 however it ends (kill -9 included), so a crashed run never leaves it stuck.
 """
 
+import atexit
 import errno
 import fcntl
+import fnmatch
 import os
 import re
 import shutil
 import tempfile
 
 import tensorflow.compat.v1 as tf
+from tensorflow.python.lib.io import file_io
+from tensorflow.python.training import saver as saver_lib
 
 from input_pipeline import runtime
+from input_pipeline.errors import DataError
 from launch import cli
 
+_GLOB_CHARS = re.compile(r'[*?[]')
+_tf_get_matching_files = file_io.get_matching_files
 
-def prepare(model_dir):
-  """Creates model_dir; raises cli.UsageError when it cannot be written."""
+
+def _literal_directory_matching_files(pattern):
+  """file_io.get_matching_files reading a pattern's directory literally.
+
+  TensorFlow's Saver and checkpoint queries (latest_checkpoint, restore,
+  removing old checkpoints) check that a checkpoint exists by globbing
+  `<model_dir>/model.ckpt-N.index` or `...data-?????-of-?????`, so a
+  MODEL_DIR whose path holds `[`, `*` or `?` never finds its own
+  checkpoints. Here only the last component is a pattern (the checkpoint
+  file names TensorFlow builds); a directory part with glob characters that
+  exists as written is listed as it is. Any other pattern goes to
+  TensorFlow unchanged.
+  """
+  if not isinstance(pattern, (str, bytes)):
+    return [match for p in pattern
+            for match in _literal_directory_matching_files(p)]
+  text = pattern.decode('utf-8') if isinstance(pattern, bytes) else pattern
+  directory, name = os.path.split(text)
+  if not (_GLOB_CHARS.search(directory) and os.path.isdir(directory)):
+    return _tf_get_matching_files(pattern)
+  return [os.path.join(directory, n) for n in sorted(os.listdir(directory))
+          if fnmatch.fnmatchcase(n, name)]
+
+
+_LINK_DIR = []
+
+
+def _glob_free_prefix(prefix):
+  """`prefix` itself, or a glob-free alias of it made of symbolic links.
+
+  TensorFlow's C++ checkpoint reader (tf.train.load_checkpoint) globs its
+  argument too, and takes the pattern as the literal prefix afterwards, so
+  escaping cannot help: a checkpoint under a directory with glob characters
+  is read through links to its files in a private temporary directory
+  (removed when the process ends).
+  """
+  directory, name = os.path.split(prefix)
+  if not (_GLOB_CHARS.search(directory) and os.path.isdir(directory)):
+    return prefix
+  if not _LINK_DIR:
+    _LINK_DIR.append(tempfile.mkdtemp(prefix='ckpt-links-'))
+    atexit.register(shutil.rmtree, _LINK_DIR[0], True)
+  alias = tempfile.mkdtemp(dir=_LINK_DIR[0])
+  for n in os.listdir(directory):
+    if n.startswith(name + '.'):
+      os.symlink(os.path.join(directory, n), os.path.join(alias, n))
+  return os.path.join(alias, name)
+
+
+try:  # Where checkpoint_utils finds the reader: TF >= 2.2, then TF 1.15.
+  from tensorflow.python.training import py_checkpoint_reader as _reader_module  # pylint: disable=g-import-not-at-top
+except ImportError:
+  from tensorflow.python import pywrap_tensorflow as _reader_module  # pylint: disable=g-import-not-at-top
+_tf_new_checkpoint_reader = _reader_module.NewCheckpointReader
+
+
+def _literal_checkpoint_reader(filepattern):
+  if isinstance(filepattern, bytes):
+    filepattern = filepattern.decode('utf-8')
+  return _tf_new_checkpoint_reader(_glob_free_prefix(filepattern))
+
+
+_tf_saver_restore = saver_lib.Saver.restore
+
+
+def _literal_saver_restore(self, sess, save_path):
+  # The RestoreV2 op globs its prefix as well (C++).
+  if save_path is not None:
+    save_path = _glob_free_prefix(
+        save_path.decode('utf-8') if isinstance(save_path, bytes)
+        else save_path)
+  return _tf_saver_restore(self, sess, save_path)
+
+
+def install_literal_paths():
+  """Makes TensorFlow's checkpoint code work in any MODEL_DIR (see above).
+
+  Idempotent; done when this module is imported, which every entry point
+  that reads or writes checkpoints does.
+  """
+  file_io.get_matching_files = _literal_directory_matching_files
+  _reader_module.NewCheckpointReader = _literal_checkpoint_reader
+  saver_lib.Saver.restore = _literal_saver_restore
+
+
+install_literal_paths()
+
+
+def prepare(model_dir, flag='--model_dir'):
+  """Creates model_dir; raises cli.UsageError naming `flag` when it cannot
+  be written."""
   try:
     os.makedirs(model_dir, exist_ok=True)
     probe = tempfile.NamedTemporaryFile(dir=model_dir, prefix='.probe-')
     probe.close()
   except OSError as e:
-    raise cli.UsageError('--model_dir %s is not writable: %s'
-                         % (model_dir, e.strerror or e))
+    raise cli.UsageError('%s %s is not writable: %s'
+                         % (flag, model_dir, e.strerror or e))
   return model_dir
+
+
+def check_writable(model_dir, flag='--model_dir'):
+  """cli.UsageError when `model_dir` could not be created or written.
+
+  Creates nothing: the nearest existing ancestor must be a writable
+  directory (a directory that exists must be writable itself).
+  """
+  path = model_dir
+  while not os.path.exists(path):
+    parent = os.path.dirname(path)
+    if parent == path:
+      break
+    path = parent
+  if not os.path.isdir(path):
+    raise cli.UsageError('%s %s is not writable: %s is not a directory'
+                         % (flag, model_dir, path))
+  if not os.access(path, os.W_OK | os.X_OK):
+    raise cli.UsageError('%s %s is not writable: permission denied on %s'
+                         % (flag, model_dir, path))
+
+
+def remove_if_unused(model_dir):
+  """Removes a model_dir that holds nothing but its lock file."""
+  try:
+    if set(os.listdir(model_dir)) <= {LOCK_FILE}:
+      shutil.rmtree(model_dir)
+  except OSError:
+    pass
 
 
 LOCK_FILE = '.lock'
@@ -169,6 +294,46 @@ def write_atomic(path, text):
     if os.path.exists(tmp):
       os.remove(tmp)
     raise
+
+
+def check_checkpoint(checkpoint, flag=None):
+  """Reads every tensor of `checkpoint` once; returns it when it is whole.
+
+  A checkpoint prefix without its `.index`, with a truncated or foreign
+  index, or with data files missing or cut short otherwise fails deep inside
+  TensorFlow with a traceback.
+
+  Raises:
+    cli.UsageError: `flag` (e.g. '--checkpoint') names a path that is not a
+      checkpoint prefix at all.
+    DataError: the checkpoint exists but is damaged (names it).
+  """
+  if not os.path.isfile(checkpoint + '.index'):
+    hint = ''
+    if checkpoint.endswith('.index') and os.path.isfile(checkpoint):
+      hint = ' (give the prefix %s)' % checkpoint[:-len('.index')]
+    message = '%s is not a checkpoint: no %s.index%s' % (
+        checkpoint, checkpoint, hint)
+    if flag:
+      raise cli.UsageError('%s=%s' % (flag, message))
+    raise DataError(message)
+  try:
+    reader = tf.train.load_checkpoint(checkpoint)
+    for name in reader.get_variable_to_shape_map():
+      reader.get_tensor(name)
+  except tf.errors.OpError as e:
+    raise DataError('checkpoint %s is damaged: %s' % (
+        checkpoint, (e.message or '').split('\n')[0]))
+  return checkpoint
+
+
+def has_checkpoint(model_dir):
+  """Whether model_dir holds any checkpoint file (listed or not)."""
+  try:
+    names = os.listdir(model_dir)
+  except OSError:
+    return False
+  return any(_CHECKPOINT_FILE_RE.match(n) for n in names)
 
 
 def latest_checkpoint(model_dir):

@@ -99,6 +99,9 @@ def resolve(flag_values, data_facts):
   Raises:
     cli.UsageError: for an unknown algorithm or an invalid value.
   """
+  bad = cli.non_finite_flag(flag_values)
+  if bad:  # cli.run refuses it at parsing; this covers in-process callers.
+    raise cli.UsageError('%s: a flag value must be a finite number' % bad)
   algorithm_name = flag_values['algorithm'].value or (
       hparams.COMMON_DEFAULTS['algorithm'])
   try:
@@ -207,28 +210,50 @@ def _norm(value):
   return json.loads(json.dumps(value))
 
 
+# What eval, export and report read from params.json before anything else.
+REQUIRED_KEYS = ('algorithm', 'network', 'dataset', 'data_dir', 'image_shape',
+                 'num_classes', 'normalization')
+
+
 def load(model_dir):
   """Reads model_dir/params.json; raises cli.UsageError when absent."""
   path = os.path.join(model_dir, PARAMS_FILE)
   try:
     with open(path) as f:
-      return json.load(f)
+      params = json.load(f)
   except (IOError, OSError):
     raise cli.UsageError('%s not found: is %s a model directory made by '
                          'launch/train.py?' % (path, model_dir))
   except ValueError as e:
     raise cli.UsageError('%s is not valid JSON: %s' % (path, e))
+  if not isinstance(params, dict):
+    raise cli.UsageError('%s holds a JSON %s, not the object launch/train.py '
+                         'writes' % (path, type(params).__name__))
+  missing = [k for k in REQUIRED_KEYS if k not in params]
+  if missing:
+    raise cli.UsageError('%s is incomplete: no %s' % (path, ', '.join(missing)))
+  return params
 
 
 def save_or_check(model_dir, params):
   """Writes params.json, or checks a resumed run's params against it.
+
+  A params.json beside no checkpoint is replaced.
 
   A resumed run may change only RESUMABLE_KEYS; any other difference would
   restore a checkpoint into a different graph, so it is refused naming the
   keys. The file is written under a temporary name and renamed.
   """
   path = os.path.join(model_dir, PARAMS_FILE)
-  if os.path.exists(path):
+  # Without a checkpoint nothing depends on the old params (a start that
+  # failed before the first save): they are replaced, not a reason to
+  # refuse the corrected retry.
+  if model_dir_lib.has_checkpoint(model_dir) and not os.path.exists(path):
+    raise cli.UsageError(
+        '%s holds checkpoints but no %s, so the params they were trained '
+        'with are unknown; put it back or use a new --model_dir'
+        % (model_dir, PARAMS_FILE))
+  if os.path.exists(path) and model_dir_lib.has_checkpoint(model_dir):
     old = load(model_dir)
     diff = graph_differences(old, params)
     if diff:
@@ -237,3 +262,38 @@ def save_or_check(model_dir, params):
           % (model_dir, ', '.join('%s: %r -> %r' % (k, old.get(k), params.get(k))
                                   for k in diff)))
   model_dir_lib.write_atomic(path, json.dumps(params, indent=2, sort_keys=True) + '\n')
+
+
+# A lower bound of the float32 values an image keeps alive in a step, per
+# pixel: its channels plus the equivalent of 64 channels of activations
+# (every network here has several full-resolution layers of at least 16
+# filters). Only a batch that cannot fit even so is refused.
+_ACTIVATION_CHANNELS = 64
+
+
+def physical_memory_bytes():
+  """This machine's RAM in bytes (None when unknown)."""
+  try:
+    return os.sysconf('SC_PHYS_PAGES') * os.sysconf('SC_PAGE_SIZE')
+  except (ValueError, OSError, AttributeError):
+    return None
+
+
+def check_batch_memory(flag, value, images, image_shape, memory=None):
+  """cli.UsageError when `images` images of `image_shape` a step cannot fit.
+
+  Such a batch otherwise ends in a C++ bad_alloc abort (exit 134) once
+  TensorFlow allocates it. `flag`/`value`: the flag to name; `memory`:
+  bytes available (default: the machine's RAM).
+  """
+  memory = memory or physical_memory_bytes()
+  if not memory:
+    return
+  height, width, channels = image_shape
+  need = images * 4 * height * width * (channels + _ACTIVATION_CHANNELS)
+  if need > memory:
+    raise cli.UsageError(
+        '--%s=%d: a step of %d images of %dx%dx%d needs at least %.1f GB for '
+        'its tensors, more than this machine\'s %.1f GB of memory; lower '
+        '--%s' % (flag, value, images, height, width, channels,
+                  need / 2. ** 30, memory / 2. ** 30, flag))

@@ -56,9 +56,17 @@ flags.DEFINE_bool('svhn_extra', False, 'svhn: also read extra_32x32.mat as '
 flags.DEFINE_bool('zca', False, 'Fit ZCA on the train split (zca.npz).')
 flags.DEFINE_integer('image_size', 0, 'image_folder: resize every image to '
                      'this square size (0: keep).')
+flags.DEFINE_enum('channels', '0', ['0', '1', '3'], 'Channels of the '
+                  'prepared images: 1 (grey) or 3 (RGB); 0: 1 when every '
+                  'image is grey, else 3. Alpha is dropped, grey repeated.')
 flags.DEFINE_string('unlabeled_dir', 'unlabeled', 'image_folder: folder of '
                     'unlabeled images inside --source_dir ("" for none).')
-flags.DEFINE_bool('overwrite', False, 'Replace existing datasets / splits.')
+flags.DEFINE_bool('overwrite', False, 'Replace existing datasets / splits. '
+                  'A dataset\'s splits are kept when the new data holds the '
+                  'same records; otherwise see --drop_splits.')
+flags.DEFINE_bool('drop_splits', False, 'With --overwrite of a dataset whose '
+                  'records change: delete its splits (without it the '
+                  'overwrite is refused while splits exist).')
 flags.DEFINE_multi_string('split', [], 'Split NAME.SEED@LABELS-VALID[.TAG] to '
                           'create (repeatable).')
 flags.DEFINE_list('labeled_classes', None, 'Splits: classes (ids or names) of '
@@ -114,15 +122,18 @@ def prepare(data_dir):
   except ValueError as e:
     raise cli.UsageError('%s (set --name)' % e)
   target = os.path.join(data_dir, name)
+  writer.check_writable(data_dir, '--data_dir')  # Before reading raw files.
   if os.path.exists(target) and not FLAGS.overwrite:
     raise DataError('dataset %s already exists; pass --overwrite to replace it'
                     % target)
   raw = readers.read(kind, source_dir, coarse_labels=FLAGS.coarse_labels,
                      svhn_extra=FLAGS.svhn_extra, image_size=FLAGS.image_size,
-                     unlabeled_dir=FLAGS.unlabeled_dir)
+                     unlabeled_dir=FLAGS.unlabeled_dir,
+                     channels=int(FLAGS.channels))
   path = writer.write_dataset(data_dir, name, raw.splits, raw.class_names,
                               raw.source, zca=FLAGS.zca,
-                              overwrite=FLAGS.overwrite)
+                              overwrite=FLAGS.overwrite,
+                              drop_splits=FLAGS.drop_splits)
   info = dataset_info.load(path)
   print('prepared %s in %s (%s, %d classes%s): %s' % (
       name, path, 'x'.join(str(d) for d in info['image_shape']),

@@ -86,7 +86,8 @@ def read_scalars(directory):
     last checkpoint), the value written last wins.
   """
   found = {}
-  for path in glob.glob(os.path.join(directory, 'events.out.tfevents.*')):
+  for path in glob.glob(os.path.join(glob.escape(directory),
+                                   'events.out.tfevents.*')):
     try:
       for event in tf.train.summary_iterator(path):
         for value in event.summary.value:
@@ -121,7 +122,8 @@ def load_run(model_dir, name=None):
   """Reads params.json, the event files and eval_results.json of a run."""
   params = params_lib.load(model_dir)
   evals = collections.OrderedDict()
-  for path in sorted(glob.glob(os.path.join(model_dir, EVAL_PREFIX + '*'))):
+  for path in sorted(glob.glob(os.path.join(glob.escape(model_dir),
+                                              EVAL_PREFIX + '*'))):
     if os.path.isdir(path):
       evals[os.path.basename(path)[len(EVAL_PREFIX):]] = read_scalars(path)
   results = None
@@ -252,6 +254,7 @@ def confusion_matrix(run, batch_size=256, data_dir=None):
   checkpoint = model_dir_lib.latest_checkpoint(run.model_dir)
   if not checkpoint:
     return None
+  model_dir_lib.check_checkpoint(checkpoint)
   params = dict(run.params, predict_with_ema=True)
   if data_dir:
     params['data_dir'] = data_dir
@@ -425,21 +428,9 @@ def _file_name(name):
   return ''.join(c if c.isalnum() or c in '-_' else '_' for c in name)
 
 
-def report(model_dirs, output_dir, names=None, data_dir=None, batch_size=256,
-           confusion=True, printer=print):
-  """Writes the plots, report.json and report.md; returns report.json's dict."""
-  if not model_dirs:
-    raise cli.UsageError('--model_dir is required (repeat it to compare runs)')
-  if not output_dir:
-    raise cli.UsageError('--output_dir is required')
-  if batch_size <= 0:
-    raise cli.UsageError('--batch_size must be positive, got %d' % batch_size)
-  for model_dir in model_dirs:
-    if not os.path.isdir(model_dir):
-      raise cli.UsageError('--model_dir %s is not a directory' % model_dir)
-  names = run_names(model_dirs, names)
-  runs = [load_run(d, n) for d, n in zip(model_dirs, names)]
-  model_dir_lib.prepare(output_dir)
+def _write_report(runs, confusions, output_dir):
+  """Writes the plots, report.json and report.md (last); returns (plots,
+  report.json's dict)."""
 
   def out(name):
     return os.path.join(output_dir, name)
@@ -453,15 +444,10 @@ def report(model_dirs, output_dir, names=None, data_dir=None, batch_size=256,
                                      out('monitors.png'), 'monitors'),
       'confusion': {},
   }
-  confusions = {}
-  for run in runs if confusion else ():
-    found = confusion_matrix(run, batch_size, data_dir)
-    if found is None:
-      printer('%s: no checkpoint in %s, no confusion matrix'
-              % (run.name, run.model_dir))
+  for run in runs:
+    if run.name not in confusions:
       continue
-    confusions[run.name] = found
-    matrix, class_names, checkpoint = found
+    matrix, class_names, checkpoint = confusions[run.name]
     plots['confusion'][run.name] = plot_confusion(
         matrix, class_names, out('confusion_%s.png' % _file_name(run.name)),
         '%s: test set, %s' % (run.name, os.path.basename(checkpoint)))
@@ -483,6 +469,52 @@ def report(model_dirs, output_dir, names=None, data_dir=None, batch_size=256,
   model_dir_lib.write_atomic(out(DATA_FILE), json.dumps(data, indent=2) + '\n')
   model_dir_lib.write_atomic(out(REPORT_FILE),
                              markdown(runs, confusions, plots))
+  return plots, data
+
+
+def report(model_dirs, output_dir, names=None, data_dir=None, batch_size=256,
+           confusion=True, printer=print):
+  """Writes the plots, report.json and report.md; returns report.json's dict."""
+  if not model_dirs:
+    raise cli.UsageError('--model_dir is required (repeat it to compare runs)')
+  if not output_dir:
+    raise cli.UsageError('--output_dir is required')
+  if batch_size <= 0:
+    raise cli.UsageError('--batch_size must be positive, got %d' % batch_size)
+  for model_dir in model_dirs:
+    if not os.path.isdir(model_dir):
+      raise cli.UsageError('--model_dir %s is not a directory' % model_dir)
+  names = run_names(model_dirs, names)
+  model_dir_lib.check_writable(output_dir, '--output_dir')
+  runs = [load_run(d, n) for d, n in zip(model_dirs, names)]
+  # What can fail on the user's data (checkpoints, test split) runs before
+  # anything is written; a failure while writing removes what this call
+  # wrote, so OUTPUT_DIR never holds plots without their report.md.
+  confusions = {}
+  for run in runs if confusion else ():
+    found = confusion_matrix(run, batch_size, data_dir)
+    if found is None:
+      printer('%s: no checkpoint in %s, no confusion matrix'
+              % (run.name, run.model_dir))
+      continue
+    confusions[run.name] = found
+  created = not os.path.exists(output_dir)
+  model_dir_lib.prepare(output_dir, '--output_dir')
+  before = set(os.listdir(output_dir))
+  try:
+    plots, data = _write_report(runs, confusions, output_dir)
+  except BaseException:
+    for name in set(os.listdir(output_dir)) - before:
+      path = os.path.join(output_dir, name)
+      if os.path.isfile(path):
+        os.remove(path)
+    if created and not os.listdir(output_dir):
+      os.rmdir(output_dir)
+    raise
+
+  def out(name):
+    return os.path.join(output_dir, name)
+
   written = [p for k, p in sorted(plots.items()) if k != 'confusion' and p]
   written += sorted(plots['confusion'].values())
   for path in written + [out(DATA_FILE), out(REPORT_FILE)]:

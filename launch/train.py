@@ -152,6 +152,17 @@ def check_dataset(data_dir, name):
                             count))
 
 
+def check_memory(params, needs, eval_batch_size, memory=None):
+  """UsageError for a batch whose tensors cannot fit in this machine's RAM
+  (params.check_batch_memory), before any work. A batch larger than the
+  labeled set is fine (the labeled stream repeats)."""
+  _, total = images_per_step(needs)
+  params_lib.check_batch_memory('batch_size', params['batch_size'], total,
+                                params['image_shape'], memory)
+  params_lib.check_batch_memory('eval_batch_size', eval_batch_size,
+                                eval_batch_size, params['image_shape'], memory)
+
+
 def check_steps(params, opts):
   """UsageError when iterations_per_loop does not divide the step counts."""
   loop = opts['iterations_per_loop']
@@ -192,7 +203,16 @@ def run(flag_values, printer=print):
     raise cli.UsageError('--model_dir is required')
   name = dataset_name(flag_values)
   check_dataset(data_dir, name)
-  model_dir = model_dir_lib.prepare(cli.resolve_path(model_dir))
+  with sources.reading(data_dir, name):
+    return _run(flag_values, printer, opts, strategy, cluster, shard, data_dir,
+                model_dir, name)
+
+
+def _run(flag_values, printer, opts, strategy, cluster, shard, data_dir,
+         model_dir, name):
+  """`run` holding the data's shared locks (sources.reading)."""
+  model_dir = cli.resolve_path(model_dir)
+  model_dir_lib.check_writable(model_dir)
   source = sources.resolve(data_dir, name)
   facts = {'num_classes': int(source.info['num_classes']),
            'image_shape': list(source.info['image_shape']),
@@ -210,14 +230,28 @@ def run(flag_values, printer=print):
     raise cli.UsageError(str(e))
   add_data_params(params, needs, source)
   check_steps(params, opts)
-  if cluster is None or cluster.is_chief:
-    model_dir_lib.lock(model_dir)
-    model_dir_lib.remove_partial_writes(model_dir)
-    if flag_values.verify_data:
-      sources.verify(source, deep=True)
-    elif source.counts['labeled'] <= LABELED_CHECK_MAX:
-      sources.verify(source, deep=True, parts=('labeled',))
-    params_lib.save_or_check(model_dir, params)
+  check_memory(params, needs, flag_values.eval_batch_size)
+  # Every flag is checked: only now is MODEL_DIR created. A start that
+  # fails before anything is saved removes the directory it created.
+  created = not os.path.exists(model_dir)
+  model_dir_lib.prepare(model_dir)
+  try:
+    if cluster is None or cluster.is_chief:
+      model_dir_lib.lock(model_dir)
+      model_dir_lib.remove_partial_writes(model_dir)
+      if flag_values.verify_data:
+        sources.verify(source, deep=True)
+      elif source.counts['labeled'] <= LABELED_CHECK_MAX:
+        sources.verify(source, deep=True, parts=('labeled',))
+      params_lib.save_or_check(model_dir, params)
+      resume_from = model_dir_lib.latest_checkpoint(model_dir)
+      if resume_from:
+        model_dir_lib.check_checkpoint(resume_from)
+  except BaseException:
+    if created:
+      model_dir_lib.unlock(model_dir)
+      model_dir_lib.remove_if_unused(model_dir)
+    raise
   try:
     if strategy != 'off':
       return _train_distributed(params, opts, source, needs, model_dir, name,

@@ -19,12 +19,14 @@ PACKAGES = ('input_pipeline', 'model_fns', 'model_fns/networks', 'launch',
             'benchmarks', 'tests')
 # Test size and timeout (seconds of a 2-core machine) by test file.
 LARGE_TESTS = ('test_end_to_end', 'test_family', 'test_prepare_data',
-               'test_launch', 'test_report')
+               'test_launch', 'test_report', 'test_hardening')
 
 # Tests that run entry points as subprocesses need them in their runfiles.
 SUBPROCESS_DATA = {
     'test_launch': ['//launch:train', '//launch:eval', '//launch:export'],
     'test_prepare_data': ['//launch:prepare_data'],
+    'test_hardening': ['//launch:prepare_data', '//launch:train',
+                       '//launch:export'],
     'test_inputs': ['//launch:inspect_data'],
     'test_bazel_run': [],
     'test_distribute': ['//launch:train', '//launch:eval',
