@@ -32,6 +32,7 @@ import numpy as np
 import tensorflow.compat.v1 as tf
 
 from input_pipeline import inputs
+from input_pipeline import preprocessing
 from input_pipeline import sources
 from launch import cli
 from launch import model_dir as model_dir_lib
@@ -97,10 +98,13 @@ class _Graph(object):
     self.probabilities = {k: tf.nn.softmax(v) for k, v in self.logits.items()}
 
 
-def _batches(source, part, batch_size, params, limit=None):
-  """Yields (images, labels, mask) numpy batches of an eval stream."""
+def _batches(source, part, batch_size, params, limit=None, norm=None):
+  """Yields (images, labels, mask) numpy batches of an eval stream.
+
+  `norm`: the model directory's stored normalisation (None: the dataset's).
+  """
   with tf.Graph().as_default():
-    dataset = inputs.eval_input_fn(source, part, batch_size, params)()
+    dataset = inputs.eval_input_fn(source, part, batch_size, params, norm)()
     element = tf.data.make_one_shot_iterator(dataset).get_next()
     if isinstance(element, tuple):
       element = element[0]
@@ -149,7 +153,8 @@ def _accuracy(sess, graph, row, batches, params, tta=False):
   return 100. * correct / total if total else None
 
 
-def _tuned_stats(sess, graph, row, source, params, batch_size, tune_images):
+def _tuned_stats(sess, graph, row, source, params, batch_size, tune_images,
+                 norm=None):
   """Population mean/variance of every BN layer over training images."""
   moments = graph.moments[row]
   fetch = [(m.batch_mean, m.batch_variance) for m in moments]
@@ -159,7 +164,8 @@ def _tuned_stats(sess, graph, row, source, params, batch_size, tune_images):
     if not source.counts.get(part):
       continue
     limit = tune_images // 2 if part == 'labeled' else tune_images - count
-    for images, _, mask in _batches(source, part, batch_size, params, limit):
+    for images, _, mask in _batches(source, part, batch_size, params, limit,
+                                    norm):
       if mask.min() < 1:  # A padded batch would bias the moments.
         images = images[mask > 0]
         if len(images) < 2:
@@ -183,8 +189,11 @@ def _tuned_stats(sess, graph, row, source, params, batch_size, tune_images):
 
 
 def evaluate(params, checkpoint, batch_size=256, tune_images=16384, tta=False,
-             tune=True, printer=print):
-  """Returns the results dict (rows × columns, accuracy in %)."""
+             tune=True, printer=print, norm=None):
+  """Returns the results dict (rows × columns, accuracy in %).
+
+  `norm`: the model directory's stored normalisation (None: the dataset's).
+  """
   source = sources.resolve(params['data_dir'], params['dataset'])
   columns = [c for c in COLUMNS if source.counts.get(c)]
   results = collections.OrderedDict()
@@ -198,18 +207,20 @@ def evaluate(params, checkpoint, batch_size=256, tune_images=16384, tta=False,
       for row in graph.logits:
         results[row] = collections.OrderedDict(
             (c, _accuracy(sess, graph, row,
-                          _batches(source, c, batch_size, params), params))
+                          _batches(source, c, batch_size, params, norm=norm),
+                          params))
             for c in columns)
       if tune:
         for row in list(graph.logits):
           stats = _tuned_stats(sess, graph, row, source, params, batch_size,
-                               tune_images)
+                               tune_images, norm)
           if stats is None:
             continue
           sess.run(graph.assign_stats, dict(zip(graph.stat_values, stats)))
           results['tuned_' + row] = collections.OrderedDict(
               (c, _accuracy(sess, graph, row,
-                            _batches(source, c, batch_size, params), params))
+                            _batches(source, c, batch_size, params, norm=norm),
+                            params))
               for c in columns)
           sess.run(graph.assign_stats,
                    dict(zip(graph.stat_values, trained_stats)))
@@ -217,8 +228,8 @@ def evaluate(params, checkpoint, batch_size=256, tune_images=16384, tta=False,
         row = 'ema' if graph.has_ema else 'raw'
         results['tta_' + row] = collections.OrderedDict(
             (c, _accuracy(sess, graph, row,
-                          _batches(source, c, batch_size, params), params,
-                          tta=True))
+                          _batches(source, c, batch_size, params, norm=norm),
+                          params, tta=True))
             for c in columns)
   return {
       'checkpoint': checkpoint,
@@ -258,7 +269,7 @@ def run(model_dir, checkpoint=None, data_dir=None, dataset=None,
   if not checkpoint:
     raise cli.UsageError('no checkpoint in %s: train first' % model_dir)
   results = evaluate(params, checkpoint, batch_size, tune_images, tta, tune,
-                     printer)
+                     printer, norm=preprocessing.stored_norm(model_dir))
   printer('%s at step %d (%s, %s):' % (params['algorithm'], results['step'],
                                        params['network'], params['dataset']))
   printer(format_table(results))
