@@ -176,6 +176,9 @@ def run(flag_values, printer=print):
   cluster = distribute.resolve(strategy, flag_values.cpu_replicas)
   device = devices.resolve_device(opts['device'])  # Early without npu_bridge.
   distribute.check_device(strategy, device)
+  note = devices.precision_note(opts, device)
+  if note:
+    printer(note)
   # Ascend ranks: (RANK_SIZE, RANK_ID), checked here before any work.
   shard = devices.input_shard(opts) if strategy == 'off' else None
   data_dir = cli.resolve_path(flag_values.data_dir)
