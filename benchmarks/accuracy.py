@@ -69,6 +69,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 # pylint: disable=g-import-not-at-top,wrong-import-position
+from launch import quiet  # pylint: disable=unused-import  (before TensorFlow)
 from absl import flags
 import tensorflow.compat.v1 as tf
 

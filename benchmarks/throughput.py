@@ -50,6 +50,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 # pylint: disable=g-import-not-at-top,wrong-import-position
+from launch import quiet  # pylint: disable=unused-import  (before TensorFlow)
 from absl import flags
 import numpy as np
 import tensorflow.compat.v1 as tf

@@ -108,9 +108,16 @@ def _part_files(source, part):
 
 
 def _graph_norm(norm):
-  """Turns the norm dict's arrays into graph constants, created once."""
-  return {k: tf.constant(v) if hasattr(v, 'shape') else v
-          for k, v in norm.items()}
+  """The norm dict's arrays as tensors, created once per graph."""
+  return preprocessing.graph_norm(norm)
+
+
+def _norm(source, params, norm):
+  """`norm` (a model directory's stored normalisation) or the dataset's."""
+  if norm is not None:
+    return norm
+  return preprocessing.norm_spec(source.info, params['normalization'],
+                                 source.dataset_dir)
 
 
 def _read(files, image_shape, num_shards=1, shard_index=0, cache=False,
@@ -298,7 +305,8 @@ def shard_size(count, num_shards, shard_index):
 
 
 def train_input_fn(source, needs, params, seed=None, num_shards=1,
-                   shard_index=0, start_step=0, batches_per_step=1):
+                   shard_index=0, start_step=0, batches_per_step=1,
+                   norm=None):
   """Estimator input_fn for training; see the module docstring.
 
   Args:
@@ -316,6 +324,8 @@ def train_input_fn(source, needs, params, seed=None, num_shards=1,
       same seed continue one stream.
     batches_per_step: batches of each stream consumed per global step
       (replicas fed from this pipeline).
+    norm: the normalisation (preprocessing.load_norm of the model
+      directory); None: the dataset's (preprocessing.norm_spec).
 
   Returns:
     A zero-argument callable returning a tf.data.Dataset of
@@ -323,8 +333,7 @@ def train_input_fn(source, needs, params, seed=None, num_shards=1,
   """
   _check_train_args(source, needs, num_shards, shard_index)
   image_shape = list(source.info['image_shape'])
-  spec = preprocessing.norm_spec(source.info, params['normalization'],
-                                 source.dataset_dir)
+  spec = _norm(source, params, norm)
   labeled = _part_files(source, 'labeled')
   num_unlabeled = needs.num_unlabeled
   pool = unlabeled_files(source, needs.unlabeled_keeps_labeled) if (
@@ -390,14 +399,13 @@ def train_input_fn(source, needs, params, seed=None, num_shards=1,
   return input_fn
 
 
-def _padded_batches(source, part, batch_size, params):
+def _padded_batches(source, part, batch_size, params, norm=None):
   """(spec, callable building padded, normalised batches of `part`)."""
   if batch_size < 1:
     raise ValueError('batch_size must be positive, got %d' % batch_size)
   files = _part_files(source, part)
   image_shape = list(source.info['image_shape'])
-  spec = preprocessing.norm_spec(source.info, params['normalization'],
-                                 source.dataset_dir)
+  spec = _norm(source, params, norm)
 
   @_graph_only
   def add_mask(example):
@@ -424,14 +432,14 @@ def _padded_batches(source, part, batch_size, params):
   return build
 
 
-def eval_input_fn(source, part, batch_size, params):
+def eval_input_fn(source, part, batch_size, params, norm=None):
   """Estimator input_fn: one pass over `part`, (features, labels).
 
   Features: image float32 [B,H,W,C] (normalised, no augmentation), label
   int64 [B], index int64 [B] (-1 for padding), mask float32 [B] (0 for the
   padding of the last batch).
   """
-  build = _padded_batches(source, part, batch_size, params)
+  build = _padded_batches(source, part, batch_size, params, norm)
 
   def input_fn():
     return build().map(lambda features: (features, features['label']))
@@ -439,10 +447,11 @@ def eval_input_fn(source, part, batch_size, params):
   return input_fn
 
 
-def predict_input_fn(source, part, batch_size, params):
+def predict_input_fn(source, part, batch_size, params, norm=None):
   """Estimator input_fn for predict: one pass over `part`, features only.
 
   Same features as eval_input_fn (image, label, index, mask); rows with
   mask 0 (index -1) are padding and should be dropped by the consumer.
+  `norm` as in train_input_fn.
   """
-  return _padded_batches(source, part, batch_size, params)
+  return _padded_batches(source, part, batch_size, params, norm)

@@ -21,6 +21,7 @@ Modes (x is the pixel value on the [0, 255] scale):
 gcn_numpy and apply_numpy (same constants).
 """
 
+import json
 import os
 
 import numpy as np
@@ -83,6 +84,120 @@ def _load_zca(info, dataset_dir):
         '%s: dataset %r has no ZCA matrix; re-run prepare_data with --zca to '
         'use --normalization=gcn_zca' % (path, info.get('name')))
   return zca.load(path, int(np.prod(info['image_shape'])))
+
+
+NORM_FILE = 'normalization.json'
+ZCA_FILES = {'zca_mean': 'zca_mean.f32', 'zca_matrix': 'zca_matrix.f32'}
+
+
+def save_norm(norm, directory):
+  """Stores a norm_spec dict in a model directory (train.py, at the start).
+
+  `normalization.json` holds the mode and the per-channel / GCN constants;
+  with ZCA, the mean and matrix go to raw little-endian float32 files
+  (`zca_mean.f32`, `zca_matrix.f32`) that the input pipeline reads in the
+  graph (`graph_norm`), so the D×D matrix is not a graph constant. Written
+  through temporary names and renamed; returns the JSON's path.
+  """
+  record = {'mode': norm['mode']}
+  for key in ('mean', 'std'):
+    if key in norm:
+      record[key] = [float(v) for v in np.asarray(norm[key]).ravel()]
+  for key in ('scale', 'eps'):
+    if key in norm:
+      record[key] = float(norm[key])
+  if 'zca_matrix' in norm:
+    record['zca'] = {}
+    for key, name in sorted(ZCA_FILES.items()):
+      value = np.asarray(norm[key], '<f4')
+      _write_atomic(os.path.join(directory, name), value.tobytes())
+      record['zca'][key] = {'file': name, 'shape': list(value.shape)}
+  path = os.path.join(directory, NORM_FILE)
+  _write_atomic(path, (json.dumps(record, indent=2, sort_keys=True) + '\n')
+                .encode('utf-8'))
+  return path
+
+
+def _write_atomic(path, data):
+  tmp = '%s.tmp-%d' % (path, os.getpid())
+  with open(tmp, 'wb') as f:
+    f.write(data)
+  os.replace(tmp, path)
+
+
+def has_saved_norm(directory):
+  return os.path.exists(os.path.join(directory, NORM_FILE))
+
+
+def load_norm(directory, with_arrays=True):
+  """The norm_spec dict `save_norm` stored in `directory`.
+
+  With ZCA the dict also has `zca_files` ({key: (path, shape)}); the arrays
+  `zca_mean` / `zca_matrix` are read only when `with_arrays` (the input
+  pipeline reads the files in the graph instead).
+
+  Raises:
+    errors.DataError: a missing or damaged file, named.
+  """
+  path = os.path.join(directory, NORM_FILE)
+  try:
+    with open(path) as f:
+      record = json.load(f)
+    norm = {'mode': record['mode']}
+  except (IOError, OSError, ValueError, KeyError) as e:
+    raise errors.DataError('cannot read the normalisation %s: %s' % (path, e))
+  for key in ('mean', 'std'):
+    if key in record:
+      norm[key] = np.asarray(record[key], np.float32)
+  for key in ('scale', 'eps'):
+    if key in record:
+      norm[key] = record[key]
+  if record.get('zca'):
+    norm['zca_files'] = {}
+    for key, entry in record['zca'].items():
+      file_path = os.path.join(directory, entry['file'])
+      shape = [int(d) for d in entry['shape']]
+      expected = 4 * int(np.prod(shape))
+      if (not os.path.exists(file_path) or
+          os.path.getsize(file_path) != expected):
+        raise errors.DataError('%s is missing or not %d bytes (float32 %s)'
+                               % (file_path, expected, shape))
+      norm['zca_files'][key] = (file_path, shape)
+      if with_arrays:
+        norm[key] = np.fromfile(file_path, '<f4').reshape(shape).astype(
+            np.float32)
+  return norm
+
+
+def stored_norm(directory):
+  """`load_norm(directory, with_arrays=False)`, or None when the directory
+  has no stored normalisation (a model directory from before it was stored:
+  callers then use the dataset's, `norm_spec`)."""
+  if has_saved_norm(directory):
+    return load_norm(directory, with_arrays=False)
+  return None
+
+
+def graph_norm(norm):
+  """The norm dict with its arrays as tensors of the current graph.
+
+  Small arrays become constants; ZCA stored by `save_norm` (`zca_files`) is
+  read from its files when the graph runs, so the matrix is not a constant
+  in graph.pbtxt.
+  """
+  out = {}
+  files = norm.get('zca_files') or {}
+  for key, value in norm.items():
+    if key == 'zca_files':
+      continue
+    if key in files:
+      continue
+    out[key] = tf.constant(value) if hasattr(value, 'shape') else value
+  for key, (path, shape) in files.items():
+    raw = tf.io.decode_raw(tf.io.read_file(path), tf.float32,
+                           little_endian=True)
+    out[key] = tf.reshape(raw, shape, name='read_' + key)
+  return out
 
 
 def normalize(images, norm):

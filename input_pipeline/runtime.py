@@ -65,6 +65,17 @@ def onednn_enabled():
     return False
 
 
+_GPU_AVAILABLE = []
+
+
+def gpu_available():
+  """True when TensorFlow sees a GPU (asked once per process)."""
+  if not _GPU_AVAILABLE:
+    _GPU_AVAILABLE.append(
+        bool(tf.config.experimental.list_physical_devices('GPU')))
+  return _GPU_AVAILABLE[0]
+
+
 _TF2_PREFIX = 'Graph execution error:'
 
 

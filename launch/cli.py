@@ -13,6 +13,7 @@ Any other exception is a bug and keeps its traceback.
 import math
 import os
 import sys
+import warnings
 
 from absl import app
 from absl import flags
@@ -84,10 +85,14 @@ def _guarded(main_fn):
 def quiet_tensorflow():
   """Keeps TensorFlow's own INFO logs and deprecation notices off the console.
 
-  The product prints its own progress; set TF_CPP_MIN_LOG_LEVEL=0 and
-  --verbosity=1 (absl) to see everything TensorFlow says.
+  The product prints its own progress. TensorFlow's native (C++) logs are
+  silenced by launch/quiet.py, which entry points import before TensorFlow;
+  set TF_CPP_MIN_LOG_LEVEL=0 and --verbosity=1 (absl) to see everything
+  TensorFlow says.
   """
-  os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+  os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
+  # TF 2 warns (Python `warnings`) on every tf.compat.v1.layers call.
+  warnings.filterwarnings('ignore', message=r'`tf\.layers\.\w+` is deprecated')
   import tensorflow.compat.v1 as tf  # pylint: disable=g-import-not-at-top
   from tensorflow.python.util import deprecation  # pylint: disable=g-import-not-at-top
   deprecation._PRINT_DEPRECATION_WARNINGS = False  # pylint: disable=protected-access

@@ -8,7 +8,7 @@ The SESEMI/RealMix seeds' Ascend flags map onto NPURunConfig as follows:
 
 | flag | NPURunConfig argument |
 | --- | --- |
-| `--precision_mode=M` | `precision_mode=M` |
+| `--precision_mode=M` | `precision_mode=M` (off the NPU, `allow_mix_precision` turns on Grappler's automatic mixed precision when a GPU is visible: `gpu_mixed_precision`; on CPU a note says it has no effect) |
 | `--over_dump` (+ `--over_dump_path`) | `dump_config=DumpConfig(enable_dump_debug=True, dump_path=..., dump_debug_mode='all')` |
 | `--data_dump_flag` (+ `--data_dump_step`, `--data_dump_path`) | `dump_config=DumpConfig(enable_dump=True, dump_path=..., dump_step=..., dump_mode='all')` |
 | `--profiling` (+ `--profiling_options`) | `profiling_config=ProfilingConfig(enable_profiling=True, profiling_options=...)` |
@@ -32,6 +32,7 @@ import os
 
 from absl import flags
 import tensorflow.compat.v1 as tf
+from tensorflow.core.protobuf import rewriter_config_pb2
 
 from input_pipeline import runtime
 from launch import ascend
@@ -150,7 +151,38 @@ def session_config(opts):
   if opts.get('xla'):
     config.graph_options.optimizer_options.global_jit_level = (
         tf.OptimizerOptions.ON_1)
+  if gpu_mixed_precision(opts):
+    config.graph_options.rewrite_options.auto_mixed_precision = (
+        rewriter_config_pb2.RewriterConfig.ON)
   return config
+
+
+def gpu_mixed_precision(opts):
+  """True when --precision_mode=allow_mix_precision means Grappler's
+  automatic mixed precision: off the NPU, with a GPU visible.
+
+  On Ascend the flag is CANN's precision mode (NPURunConfig); on GPUs the
+  same flag turns on the graph rewrite that runs matmuls and convolutions in
+  float16 with float32 master weights (TF 2.15; TF 1.15 has the same
+  rewriter). On CPU it does nothing (`precision_note`).
+  """
+  return (opts.get('precision_mode') == 'allow_mix_precision' and
+          opts.get('device') != 'npu' and runtime.gpu_available())
+
+
+def precision_note(opts, device):
+  """One line for a --precision_mode that has no effect here, else None."""
+  mode = opts.get('precision_mode')
+  if not mode or device == 'npu':
+    return None
+  if mode == 'allow_mix_precision':
+    if runtime.gpu_available():
+      return None
+    return ('note: --precision_mode=allow_mix_precision has no effect on CPU '
+            '(it means CANN\'s mixed precision on Ascend and automatic mixed '
+            'precision on GPUs)')
+  return ('note: --precision_mode=%s is an Ascend setting and has no effect '
+          'on %s' % (mode, 'GPU' if runtime.gpu_available() else 'CPU'))
 
 
 def run_config_args(model_dir, params, opts, session=None):

@@ -42,11 +42,13 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 # pylint: disable=g-import-not-at-top,wrong-import-position
+from launch import quiet  # pylint: disable=unused-import  (before TensorFlow)
 from absl import flags
 import numpy as np
 import tensorflow.compat.v1 as tf
 
 from input_pipeline import inputs
+from input_pipeline import preprocessing
 from input_pipeline import sources
 from launch import cli
 from launch import model_dir as model_dir_lib
@@ -123,7 +125,7 @@ class _Graph(object):
     self.tune_op = None
     self.tune_batch = None
 
-  def add_stream_tuning(self, params, source):
+  def add_stream_tuning(self, params, source, norm=None):
     """Builds the algorithm's training forward pass on its training stream.
 
     `self.tune_op` runs the batch-norm updates that training keeps
@@ -134,7 +136,8 @@ class _Graph(object):
     algorithm = registry.get(params['algorithm'])
     needs = algorithm.input_needs(params)
     seed = params.get('seed', 0) * 1000003 + TUNE_SEED_SALT
-    dataset = inputs.train_input_fn(source, needs, params, seed=seed)()
+    dataset = inputs.train_input_fn(source, needs, params, seed=seed,
+                                    norm=norm)()
     features, labels = tf.data.make_one_shot_iterator(dataset).get_next()
     losses, created = base.ops_created_by(
         algorithm.train_losses, features, labels, params, self.model)
@@ -143,10 +146,13 @@ class _Graph(object):
     self.tune_batch = needs.batch_size
 
 
-def _batches(source, part, batch_size, params, limit=None):
-  """Yields (images, labels, mask) numpy batches of an eval stream."""
+def _batches(source, part, batch_size, params, limit=None, norm=None):
+  """Yields (images, labels, mask) numpy batches of an eval stream.
+
+  `norm`: the model directory's stored normalisation (None: the dataset's).
+  """
   with tf.Graph().as_default():
-    dataset = inputs.eval_input_fn(source, part, batch_size, params)()
+    dataset = inputs.eval_input_fn(source, part, batch_size, params, norm)()
     element = tf.data.make_one_shot_iterator(dataset).get_next()
     if isinstance(element, tuple):
       element = element[0]
@@ -195,7 +201,8 @@ def _accuracy(sess, graph, row, batches, params, tta=False):
   return 100. * correct / total if total else None
 
 
-def _tuned_stats(sess, graph, row, source, params, batch_size, tune_images):
+def _tuned_stats(sess, graph, row, source, params, batch_size, tune_images,
+                 norm=None):
   """Population mean/variance of every BN layer over training images."""
   moments = graph.moments[row]
   fetch = [(m.batch_mean, m.batch_variance) for m in moments]
@@ -205,7 +212,8 @@ def _tuned_stats(sess, graph, row, source, params, batch_size, tune_images):
     if not source.counts.get(part):
       continue
     limit = tune_images // 2 if part == 'labeled' else tune_images - count
-    for images, _, mask in _batches(source, part, batch_size, params, limit):
+    for images, _, mask in _batches(source, part, batch_size, params, limit,
+                                    norm):
       if mask.min() < 1:  # A padded batch would bias the moments.
         images = images[mask > 0]
         if len(images) < 2:
@@ -228,9 +236,11 @@ def _tuned_stats(sess, graph, row, source, params, batch_size, tune_images):
   return stats
 
 
-def _table_of(sess, graph, row, source, columns, batch_size, params):
+def _table_of(sess, graph, row, source, columns, batch_size, params,
+              norm=None):
   return collections.OrderedDict(
-      (c, _accuracy(sess, graph, row, _batches(source, c, batch_size, params),
+      (c, _accuracy(sess, graph, row,
+                    _batches(source, c, batch_size, params, norm=norm),
                     params))
       for c in columns)
 
@@ -246,11 +256,12 @@ def headline(results):
 
 
 def evaluate(params, checkpoint, batch_size=256, tune_images=16384, tta=False,
-             tune='stream', printer=print):
+             tune='stream', printer=print, norm=None):
   """Returns the results dict (rows × columns, accuracy in %).
 
   `tune`: one of TUNE_MODES, or None / False to skip the tuned rows (True
-  means 'stream').
+  means 'stream'). `norm`: the model directory's stored normalisation
+  (None: the dataset's).
   """
   if tune is True:
     tune = 'stream'
@@ -265,21 +276,21 @@ def evaluate(params, checkpoint, batch_size=256, tune_images=16384, tta=False,
   with tf.Graph().as_default():
     graph = _Graph(params)
     if tune == 'stream':
-      graph.add_stream_tuning(params, source)
+      graph.add_stream_tuning(params, source, norm)
     saver = tf.train.Saver(tf.global_variables())
     with tf.Session() as sess:
       saver.restore(sess, checkpoint)
       trained_stats = sess.run(graph.stat_vars)
       for row in graph.logits:
         results[row] = _table_of(sess, graph, row, source, columns,
-                                 batch_size, params)
+                                 batch_size, params, norm)
       if tune == 'stream' and tune_images > 0:
         steps = max(1, tune_images // graph.tune_batch)
         for _ in range(steps):
           sess.run(graph.tune_op)
         for row in list(graph.logits):
           results['tuned_' + row] = _table_of(sess, graph, row, source,
-                                              columns, batch_size, params)
+                                              columns, batch_size, params, norm)
         sess.run(graph.assign_stats,
                  dict(zip(graph.stat_values, trained_stats)))
         tune_record = {'mode': 'stream', 'steps': steps,
@@ -289,20 +300,20 @@ def evaluate(params, checkpoint, batch_size=256, tune_images=16384, tta=False,
         tune_record = {'mode': 'exact', 'images': tune_images}
         for row in list(graph.logits):
           stats = _tuned_stats(sess, graph, row, source, params, batch_size,
-                               tune_images)
+                               tune_images, norm)
           if stats is None:
             continue
           sess.run(graph.assign_stats, dict(zip(graph.stat_values, stats)))
           results['tuned_' + row] = _table_of(sess, graph, row, source,
-                                              columns, batch_size, params)
+                                              columns, batch_size, params, norm)
           sess.run(graph.assign_stats,
                    dict(zip(graph.stat_values, trained_stats)))
       if tta:
         row = 'ema' if graph.has_ema else 'raw'
         results['tta_' + row] = collections.OrderedDict(
             (c, _accuracy(sess, graph, row,
-                          _batches(source, c, batch_size, params), params,
-                          tta=True))
+                          _batches(source, c, batch_size, params, norm=norm),
+                          params, tta=True))
             for c in columns)
   report = {
       'checkpoint': checkpoint,
@@ -375,7 +386,7 @@ def run(model_dir, checkpoint=None, data_dir=None, dataset=None,
   model_dir_lib.check_checkpoint(checkpoint)
   with sources.reading(params['data_dir'], params['dataset']):
     results = evaluate(params, checkpoint, batch_size, tune_images, tta, tune,
-                       printer)
+                       printer, norm=preprocessing.stored_norm(model_dir))
   printer('%s at step %d (%s, %s):' % (params['algorithm'], results['step'],
                                        params['network'], params['dataset']))
   printer(format_table(results))

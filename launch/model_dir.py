@@ -15,6 +15,7 @@ import re
 import shutil
 import tempfile
 
+import numpy as np
 import tensorflow.compat.v1 as tf
 from tensorflow.python.lib.io import file_io
 from tensorflow.python.training import saver as saver_lib
@@ -345,3 +346,27 @@ def checkpoint_step(checkpoint):
   """The global step stored in a checkpoint."""
   reader = tf.train.load_checkpoint(checkpoint)
   return int(reader.get_tensor(tf.GraphKeys.GLOBAL_STEP))
+
+
+CHECK_IMAGES_FILE = 'export_check_images.npz'
+
+
+def has_check_images(model_dir):
+  return os.path.exists(os.path.join(model_dir, CHECK_IMAGES_FILE))
+
+
+def save_check_images(model_dir, images):
+  """Stores uint8 images [N,H,W,C] the export is checked on (train.py)."""
+  path = os.path.join(model_dir, CHECK_IMAGES_FILE)
+  tmp = '%s.tmp-%d.npz' % (path, os.getpid())
+  np.savez_compressed(tmp, images=np.asarray(images, np.uint8))
+  os.replace(tmp, path)
+
+
+def load_check_images(model_dir):
+  """The images `save_check_images` stored, or None."""
+  path = os.path.join(model_dir, CHECK_IMAGES_FILE)
+  if not os.path.exists(path):
+    return None
+  with np.load(path, allow_pickle=False) as data:
+    return data['images']

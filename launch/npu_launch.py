@@ -34,6 +34,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 # pylint: disable=g-import-not-at-top,wrong-import-position
+from launch import quiet  # pylint: disable=unused-import  (before TensorFlow)
 from launch import ascend
 from launch import cli
 

@@ -30,11 +30,15 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 # pylint: disable=g-import-not-at-top,wrong-import-position
+from launch import quiet  # pylint: disable=unused-import  (before TensorFlow)
 from absl import flags
+import numpy as np
 import tensorflow.compat.v1 as tf
 
 from input_pipeline import dataset_info
 from input_pipeline import inputs
+from input_pipeline import preprocessing
+from input_pipeline import records
 from input_pipeline import sources
 from input_pipeline import splits as splits_lib
 from input_pipeline import writer
@@ -55,6 +59,8 @@ FLAGS = flags.FLAGS
 # at most this many images (a second or two): one_hot turns a label out of
 # range into a silent all-zero target instead of an error.
 LABELED_CHECK_MAX = 20000
+# Test images stored in MODEL_DIR for the export check (export --verify_images).
+EXPORT_CHECK_IMAGES = 64
 
 
 def define_flags():
@@ -193,6 +199,9 @@ def run(flag_values, printer=print):
   cluster = distribute.resolve(strategy, flag_values.cpu_replicas)
   device = devices.resolve_device(opts['device'])  # Early without npu_bridge.
   distribute.check_device(strategy, device)
+  note = devices.precision_note(opts, device)
+  if note:
+    printer(note)
   # Ascend ranks: (RANK_SIZE, RANK_ID), checked here before any work.
   shard = devices.input_shard(opts) if strategy == 'off' else None
   data_dir = cli.resolve_path(flag_values.data_dir)
@@ -244,6 +253,7 @@ def _run(flag_values, printer, opts, strategy, cluster, shard, data_dir,
       elif source.counts['labeled'] <= LABELED_CHECK_MAX:
         sources.verify(source, deep=True, parts=('labeled',))
       params_lib.save_or_check(model_dir, params)
+      store_for_export(model_dir, source, params)
       resume_from = model_dir_lib.latest_checkpoint(model_dir)
       if resume_from:
         model_dir_lib.check_checkpoint(resume_from)
@@ -264,6 +274,31 @@ def _run(flag_values, printer, opts, strategy, cluster, shard, data_dir,
     if failure is e:
       raise
     raise failure from None
+
+
+def store_for_export(model_dir, source, params):
+  """Makes MODEL_DIR self-contained for eval and export.
+
+  Stores the normalisation (preprocessing.save_norm: mean/std or GCN
+  constants, ZCA as raw float32 files) and up to EXPORT_CHECK_IMAGES test
+  images (model_dir.save_check_images) the export is checked on, so
+  export.py and the SavedModel need nothing from the data directory. A
+  resumed run keeps what the run started with.
+  """
+  if not preprocessing.has_saved_norm(model_dir):
+    preprocessing.save_norm(
+        preprocessing.norm_spec(source.info, params['normalization'],
+                                source.dataset_dir), model_dir)
+  if not model_dir_lib.has_check_images(model_dir) and source.files['test']:
+    images = []
+    for path in source.files['test']:
+      for image, _, _ in records.read_examples(path):
+        images.append(image)
+        if len(images) == EXPORT_CHECK_IMAGES:
+          break
+      if len(images) == EXPORT_CHECK_IMAGES:
+        break
+    model_dir_lib.save_check_images(model_dir, np.stack(images))
 
 
 def explain_failure(error, source, model_dir):
@@ -313,6 +348,7 @@ def _train(params, opts, source, needs, model_dir, name, eval_batch_size,
     printer('resuming from %s (step %d)' % (checkpoint, step))
   every = max(1, opts['save_checkpoints_steps'])
   num_shards, shard_index = shard
+  norm = preprocessing.stored_norm(model_dir)
   metrics = {}
   while step < last:
     target = min(last, (step // every + 1) * every)
@@ -320,17 +356,19 @@ def _train(params, opts, source, needs, model_dir, name, eval_batch_size,
                                      seed=input_seed(params),
                                      num_shards=num_shards,
                                      shard_index=shard_index,
-                                     start_step=step)
+                                     start_step=step, norm=norm)
     progress = hooks.ProgressHook(opts['log_every_steps'], labeled, total,
                                   last, printer=printer)
     estimator.train(train_fn, max_steps=target,
                     hooks=hooks.guarded_saver(model_dir, every, target) +
                     [progress])
     step = target
-    metrics = evaluate(estimator, source, eval_part, params, eval_batch_size)
+    metrics = evaluate(estimator, source, eval_part, params, eval_batch_size,
+                       norm)
     printer('step %d: %s' % (step, format_metrics(metrics, eval_part)))
   if not metrics:
-    metrics = evaluate(estimator, source, eval_part, params, eval_batch_size)
+    metrics = evaluate(estimator, source, eval_part, params, eval_batch_size,
+                       norm)
     printer('step %d: %s' % (step, format_metrics(metrics, eval_part)))
   return metrics
 
@@ -408,8 +446,8 @@ def input_seed(params):
   return params['seed'] * 1000003
 
 
-def evaluate(estimator, source, part, params, batch_size):
-  eval_fn = inputs.eval_input_fn(source, part, batch_size, params)
+def evaluate(estimator, source, part, params, batch_size, norm=None):
+  eval_fn = inputs.eval_input_fn(source, part, batch_size, params, norm)
   return estimator.evaluate(eval_fn, name=part)
 
 

@@ -14,6 +14,7 @@ import os
 import subprocess
 import sys
 import time
+import unittest
 from unittest import mock
 
 from absl import flags
@@ -22,6 +23,7 @@ import tensorflow.compat.v1 as tf
 
 from input_pipeline import inputs
 from input_pipeline import needs as needs_lib
+from input_pipeline import runtime
 from input_pipeline import sources
 from launch import ascend
 from launch import cli
@@ -31,6 +33,7 @@ from launch import train as train_lib
 from model_fns import core
 from model_fns import registry
 from model_fns import supervised
+import tests
 from tests import data_fixtures
 from tests import model_test_util as mtu
 
@@ -294,6 +297,7 @@ class NpuEstimatorTest(tf.test.TestCase):
         num_trainable = len(tf.trainable_variables())
       return list(record), num_trainable
 
+  @unittest.skipIf(runtime.TF2, tests.NPU_STAND_IN_TF1_ONLY)
   def test_optimizer_wrapping_one_rank(self):
     record, _ = self.wrapping_record({}, {'precision_mode': 'force_fp16'})
     self.assertEqual([n for n, _ in record],
@@ -312,6 +316,7 @@ class NpuEstimatorTest(tf.test.TestCase):
     self.assertEqual(record[1][1]['loss_scale_manager'],
                      'FixedLossScaleManager')
 
+  @unittest.skipIf(runtime.TF2, tests.NPU_STAND_IN_TF1_ONLY)
   def test_optimizer_wrapping_eight_ranks(self):
     record, num_trainable = self.wrapping_record(
         eight_ranks(), {'precision_mode': 'allow_mix_precision'})
@@ -367,6 +372,7 @@ class NpuEstimatorTest(tf.test.TestCase):
               for name in reader.get_variable_to_shape_map()}
     return estimator, values
 
+  @unittest.skipIf(runtime.TF2, tests.NPU_STAND_IN_TF1_ONLY)
   def test_eight_rank_training_and_eval_match_one_cpu_process(self):
     base = self.get_temp_dir()
     _, plain = self.train(os.path.join(base, 'cpu'), {},

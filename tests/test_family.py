@@ -79,6 +79,17 @@ class LinearCase(tf.test.TestCase):
       global_step = tf.train.get_or_create_global_step()
       with self.session() as sess:
         sess.run(tf.global_variables_initializer())
+        # Fixed numpy weights, so the checks do not depend on the
+        # runtime's random draws (TF 1.15 and TF 2 derive op seeds apart).
+        # Teachers' averages (model/classifier/kernel/...) start equal.
+        rng = np.random.RandomState(step + 7)
+        limit = np.sqrt(6. / sum(kernel.shape.as_list()))
+        for weight, value in (
+            (kernel, rng.uniform(-limit, limit, kernel.shape.as_list())),
+            (bias, rng.uniform(-.1, .1, bias.shape.as_list()))):
+          for variable in tf.global_variables():
+            if variable.op.name.startswith(weight.op.name):
+              variable.load(value, sess)
         sess.run(global_step.assign(step))
         values, weights = sess.run([fetch, (kernel, bias)])
     return features, params, values, weights

@@ -7,15 +7,21 @@ a user runs it.
 
 import json
 import os
+import shutil
 import subprocess
 import sys
+import unittest
 
 from absl import flags
+from google.protobuf import text_format
 import numpy as np
 import tensorflow.compat.v1 as tf
+from tensorflow.core.protobuf import saved_model_pb2
 
 from input_pipeline import records
+from input_pipeline import runtime
 from input_pipeline import sources
+from input_pipeline.errors import DataError
 from launch import devices
 from launch import export as export_lib
 from launch import params as params_lib
@@ -24,6 +30,7 @@ from model_fns import base
 from model_fns import core
 from model_fns import registry
 from model_fns import ssl_common
+import tests
 from tests import data_fixtures
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -38,6 +45,7 @@ def run_entry(script, *args, **kwargs):
   """Runs launch/<script>.py; returns the CompletedProcess (text output)."""
   env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3')
   env.update(kwargs.pop('env', {}))
+  env = {k: v for k, v in env.items() if v is not None}  # None: unset
   return subprocess.run(
       [sys.executable, os.path.join(ROOT, 'launch', script + '.py')] +
       list(args), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -72,9 +80,13 @@ class LaunchTest(data_fixtures.TinyDataTestCase):
     """The main job's path on tiny data; EMA eval and the export agree."""
     work = self.get_temp_dir()
     model_dir = os.path.join(work, 'run')
+    # Without TF_CPP_MIN_LOG_LEVEL the entry points are quiet (launch/quiet.py).
     result = self.train(model_dir, '--algorithm=sesemi', '--batch_size=1',
-                        '--train_steps=6', '--ema_decay=0.5')
+                        '--train_steps=6', '--ema_decay=0.5',
+                        env={'TF_CPP_MIN_LOG_LEVEL': None})
     self.assertSucceeded(result)
+    for noise in ('cuInit', 'oneDNN', 'cpu_feature_guard', 'tensorflow/core'):
+      self.assertNotIn(noise, result.stderr)
     self.assertIn('step 6/6', result.stdout)
     self.assertIn('labeled img/s', result.stdout)
     self.assertIn('xe_proxy', result.stdout)
@@ -84,9 +96,11 @@ class LaunchTest(data_fixtures.TinyDataTestCase):
     self.assertEqual(params['train_steps'], 6)
     self.assertEqual(params['num_classes'], 4)
 
+    # The documented way to see TensorFlow's own logs.
     result = run_entry('eval', '--model_dir=' + model_dir, '--tta',
-                       '--tune_images=60')
+                       '--tune_images=60', env={'TF_CPP_MIN_LOG_LEVEL': '0'})
     self.assertSucceeded(result)
+    self.assertRegex(result.stderr, r'[IWE] tensorflow/')
     for row in ('raw', 'ema', 'tuned_raw', 'tuned_ema', 'tta_ema'):
       self.assertIn(row, result.stdout)
     with open(os.path.join(model_dir, 'eval_results.json')) as f:
@@ -139,6 +153,99 @@ class LaunchTest(data_fixtures.TinyDataTestCase):
                        '--export_dir=' + export_dir)
     self.assertOneLineError(result, '--overwrite')
     self.assertTrue(os.path.exists(os.path.join(export_dir, 'saved_model.pb')))
+
+  def test_tf1_checkpoint_evaluates_exports_and_resumes(self):
+    """A model directory written by TF 1.15 (tests/testdata/tf1_model_dir:
+    supervised, tiny resnet, 4 steps on tiny.1@8-8) on this runtime."""
+    model_dir = os.path.join(self.get_temp_dir(), 'tf1_run')
+    shutil.copytree(os.path.join(ROOT, 'tests', 'testdata', 'tf1_model_dir'),
+                    model_dir)
+    data = '--data_dir=' + self.data_dir
+    result = run_entry('eval', '--model_dir=' + model_dir, data, '--no_tune')
+    self.assertSucceeded(result)
+    self.assertIn('supervised at step 4', result.stdout)
+    export_dir = os.path.join(self.get_temp_dir(), 'tf1_export')
+    result = run_entry('export', '--model_dir=' + model_dir, data,
+                       '--export_dir=' + export_dir)
+    self.assertSucceeded(result)
+    self.assertIn('verified', result.stdout)
+    result = self.train(model_dir, '--algorithm=supervised', '--batch_size=4',
+                        '--ema_decay=0.5', '--train_steps=6')
+    self.assertSucceeded(result)
+    self.assertIn('resuming from', result.stdout)
+    self.assertIn('step 6/6', result.stdout)
+
+  def _big_constants(self, graph_def, size):
+    """Names of Const nodes (graph and functions) with a [size, size] value."""
+    nodes = list(graph_def.node)
+    for function in graph_def.library.function:
+      nodes += list(function.node_def)
+    return [n.name for n in nodes if n.op == 'Const' and
+            [d.size for d in n.attr['value'].tensor.tensor_shape.dim] ==
+            [size, size]]
+
+  def test_model_dir_exports_on_its_own_with_zca_and_onnx(self):
+    """Normalisation (here GCN + ZCA) is stored in MODEL_DIR at train time:
+    export works with the data directory gone; ZCA is read from files in
+    training and is a variable in the SavedModel, never a graph constant.
+    --onnx writes model.onnx on TF 2 and is one line (exit 2) on TF 1.15."""
+    work = self.get_temp_dir()
+    data_dir = os.path.join(work, 'zca_data')
+    data_fixtures.prepare_tiny_dataset(data_dir, zca=True)
+    split = data_fixtures.make_tiny_split(data_dir)
+    model_dir = os.path.join(work, 'zca_run')
+    result = run_entry('train', '--data_dir=' + data_dir, '--dataset=' + split,
+                       '--model_dir=' + model_dir, '--algorithm=supervised',
+                       '--batch_size=4', '--train_steps=2',
+                       '--save_checkpoints_steps=2', '--normalization=gcn_zca',
+                       *TINY_NET)
+    self.assertSucceeded(result)
+    dim = 8 * 8 * 3
+    with open(os.path.join(model_dir, 'graph.pbtxt')) as f:
+      graph_def = text_format.Parse(f.read(), tf.GraphDef())
+    self.assertEmpty(self._big_constants(graph_def, dim))
+    self.assertTrue(os.path.exists(os.path.join(model_dir, 'zca_matrix.f32')))
+
+    shutil.rmtree(data_dir)
+    export_dir = os.path.join(work, 'zca_export')
+    args = ['--model_dir=' + model_dir, '--export_dir=' + export_dir]
+    result = run_entry('export', '--onnx', *args)
+    if not runtime.TF2:
+      self.assertOneLineError(result, '--onnx needs the tf2 flavour')
+      self.assertEqual(result.returncode, 2)
+      self.assertFalse(os.path.exists(export_dir))
+      result = run_entry('export', *args)
+    self.assertSucceeded(result)
+    self.assertIn('verified: SavedModel == Estimator', result.stdout)
+    proto = saved_model_pb2.SavedModel()
+    with open(os.path.join(export_dir, 'saved_model.pb'), 'rb') as f:
+      proto.ParseFromString(f.read())
+    self.assertEmpty(self._big_constants(proto.meta_graphs[0].graph_def, dim))
+    variables = [name for name, _ in tf.train.list_variables(
+        os.path.join(export_dir, 'variables', 'variables'))]
+    self.assertIn('normalization/zca_matrix', variables)
+    if runtime.TF2:
+      self.assertIn('verified: ONNX Runtime == SavedModel', result.stdout)
+      onnx_path = os.path.join(export_dir, export_lib.ONNX_FILE)
+      images = np.random.RandomState(0).randint(
+          0, 256, (5, 8, 8, 3)).astype(np.uint8)
+      expected = export_lib.load_saved_model(export_dir)(
+          export_lib.SIGNATURE_PIXELS, images)['probabilities']
+      got = export_lib.onnx_probabilities(onnx_path, images)
+      self.assertAllClose(got, expected, atol=1e-5, rtol=0)
+
+  def test_newer_savedmodel_is_one_line(self):
+    """A SavedModel from a newer TensorFlow than this one: one clear line."""
+    export_dir = os.path.join(self.get_temp_dir(), 'newer')
+    os.makedirs(export_dir)
+    proto = saved_model_pb2.SavedModel()
+    proto.meta_graphs.add().meta_info_def.tensorflow_version = '%d.15.1' % (
+        int(tf.__version__.split('.')[0]) + 1)
+    with open(os.path.join(export_dir, 'saved_model.pb'), 'wb') as f:
+      f.write(proto.SerializeToString())
+    with self.assertRaisesRegex(DataError, 'written by TensorFlow .*does not '
+                                'load in TensorFlow .*--flavor=tf2'):
+      export_lib.load_saved_model(export_dir)
 
   def test_resume_and_params_mismatch(self):
     model_dir = os.path.join(self.get_temp_dir(), 'run')
@@ -202,6 +309,7 @@ class LaunchTest(data_fixtures.TinyDataTestCase):
                        '--dataset=tiny.1@12-8', '--model_dir=' + model_dir)
     self.assertOneLineError(result, 'tiny.1@12-8')
 
+  @unittest.skipIf(runtime.TF2, tests.NPU_STAND_IN_TF1_ONLY)
   def test_npu_path_runs_with_recording_bridge(self):
     model_dir = os.path.join(self.get_temp_dir(), 'run')
     result = self.train(model_dir, '--algorithm=supervised', '--batch_size=4',

@@ -321,7 +321,8 @@ class NetworksTest(tf.test.TestCase, parameterized.TestCase):
 
       def ema_getter(getter, *args, **kwargs):
         var = getter(*args, **kwargs)
-        return ema.average(var) or var
+        average = ema.average(var)
+        return var if average is None else average
 
       with tf.variable_scope(tf.get_variable_scope(), custom_getter=ema_getter):
         with tf.variable_scope('model', reuse=tf.AUTO_REUSE):

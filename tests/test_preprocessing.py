@@ -112,5 +112,45 @@ class NormSpecErrorsTest(tf.test.TestCase):
       preprocessing.norm_spec(dict(INFO, mean=None), 'standardize', '/d')
 
 
+class StoredNormTest(tf.test.TestCase):
+  """save_norm / load_norm / graph_norm: the model directory's copy."""
+
+  def test_round_trip_with_zca_read_in_the_graph(self):
+    rng = np.random.RandomState(0)
+    d = 2 * 2 * 3
+    norm = {'mode': 'gcn_zca', 'scale': 55., 'eps': 1e-10,
+            'zca_mean': rng.randn(d).astype(np.float32),
+            'zca_matrix': rng.randn(d, d).astype(np.float32)}
+    directory = self.get_temp_dir()
+    preprocessing.save_norm(norm, directory)
+    loaded = preprocessing.load_norm(directory)
+    self.assertAllEqual(loaded['zca_matrix'], norm['zca_matrix'])
+    self.assertEqual(loaded['scale'], 55.)
+    lazy = preprocessing.stored_norm(directory)
+    self.assertNotIn('zca_matrix', lazy)
+    images = rng.randint(0, 256, (3, 2, 2, 3)).astype(np.uint8)
+    with tf.Graph().as_default() as graph:
+      out = preprocessing.normalize(images, preprocessing.graph_norm(lazy))
+      consts = [op for op in graph.get_operations() if op.type == 'Const' and
+                op.outputs[0].shape.as_list() == [d, d]]
+      self.assertEmpty(consts)
+      with self.session(graph=graph) as sess:
+        got = sess.run(out)
+    self.assertAllClose(got, zca.apply_numpy(images, norm['zca_mean'],
+                                             norm['zca_matrix']), atol=1e-4)
+
+  def test_standardize_round_trip_and_damage_is_a_data_error(self):
+    directory = self.get_temp_dir()
+    preprocessing.save_norm({'mode': 'standardize',
+                             'mean': np.array([.5], np.float32),
+                             'std': np.array([.25], np.float32)}, directory)
+    self.assertAllClose(preprocessing.load_norm(directory)['std'], [.25])
+    self.assertIsNone(preprocessing.stored_norm(os.path.join(directory, 'x')))
+    with open(os.path.join(directory, preprocessing.NORM_FILE), 'w') as f:
+      f.write('{')
+    with self.assertRaisesRegex(errors.DataError, preprocessing.NORM_FILE):
+      preprocessing.load_norm(directory)
+
+
 if __name__ == '__main__':
   tf.test.main()

@@ -27,6 +27,7 @@ import tensorflow.compat.v1 as tf
 
 from input_pipeline import dataset_info
 from input_pipeline import inputs
+from input_pipeline import preprocessing
 from input_pipeline import records
 from input_pipeline import sources
 from input_pipeline import splits as splits_lib
@@ -243,21 +244,23 @@ class NumericalFaultTest(ReliabilityTestBase):
           self.assertTrue(np.all(np.isfinite(value)), (step, name))
 
   def test_nan_after_a_checkpoint_keeps_it(self):
-    """Resumes onto data whose std makes the inputs overflow: NaN at step 6."""
+    """Resumes with a stored std that makes the inputs overflow: NaN at step
+    6. (The run's normalisation is MODEL_DIR/normalization.json, stored at
+    the start; a resumed run keeps it.)"""
     model_dir = os.path.join(self.get_temp_dir(), 'run')
     self.train_in_process(model_dir, '--train_steps=5',
                           '--normalization=standardize')
     before = load_all_tensors(os.path.join(model_dir, 'model.ckpt-5'))[0]
-    poisoned = self.copy_data()
-    info_path = os.path.join(poisoned, 'tiny', dataset_info.INFO_FILE)
-    with open(info_path) as f:
-      info = json.load(f)
-    info['std'] = [1e-45] * 3
-    with open(info_path, 'w') as f:
-      json.dump(info, f)
+    norm_path = os.path.join(model_dir, preprocessing.NORM_FILE)
+    with open(norm_path) as f:
+      good = f.read()
+    norm = json.loads(good)
+    norm['std'] = [1e-45] * 3
+    with open(norm_path, 'w') as f:
+      json.dump(norm, f)
     with self.assertRaises(cli.RunError) as caught:
       self.train_in_process(model_dir, '--train_steps=10',
-                            '--normalization=standardize', data_dir=poisoned)
+                            '--normalization=standardize')
     message = str(caught.exception)
     self.assertRegex(message, r'^loss is nan at step 6 \(lr 0.002, '
                      r'xe nan\); the last good checkpoint is model.ckpt-5$')
@@ -267,7 +270,9 @@ class NumericalFaultTest(ReliabilityTestBase):
     after = load_all_tensors(os.path.join(model_dir, 'model.ckpt-5'))[0]
     for name in before.get_variable_to_shape_map():
       self.assertAllEqual(before.get_tensor(name), after.get_tensor(name))
-    # Resuming on the good data goes on from the kept checkpoint.
+    # Resuming with the good normalisation goes on from the kept checkpoint.
+    with open(norm_path, 'w') as f:
+      f.write(good)
     lines = self.train_in_process(model_dir, '--train_steps=10',
                                   '--normalization=standardize')
     self.assertIn('(step 5)', '\n'.join(lines))

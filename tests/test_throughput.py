@@ -8,9 +8,12 @@ import json
 import os
 import subprocess
 import sys
+import unittest
 
 import tensorflow.compat.v1 as tf
 
+from input_pipeline import runtime
+import tests
 from tests import data_fixtures
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -176,6 +179,7 @@ class BareStepTest(tf.test.TestCase):
 class AgainstResearchTest(tf.test.TestCase):
   """benchmarks/against_research.py: a tiny real round, the table, a resume."""
 
+  @unittest.skipIf(runtime.TF2, tests.RESEARCH_YARDSTICK_TF1_ONLY)
   def test_one_round_rescaled_and_resumed(self):
     work = self.get_temp_dir()
     results = os.path.join(work, 'rounds.jsonl')

@@ -138,7 +138,7 @@ def render(package, modules):
       size = 'large' if target in LARGE_TESTS else 'medium'
       data = ''
       if target == 'test_launch':
-        data = 'glob(["fake_npu_bridge/**"]) + '
+        data = 'glob(["fake_npu_bridge/**", "testdata/**"]) + '
       data += _list(SUBPROCESS_DATA.get(target, []))
       rules.append(
           'py_test(\n    name = "%s",\n    size = "%s",\n    srcs = ["%s"],\n'
