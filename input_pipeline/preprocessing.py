@@ -21,6 +21,7 @@ Modes (x is the pixel value on the [0, 255] scale):
 gcn_numpy and apply_numpy (same constants).
 """
 
+import hashlib
 import json
 import os
 
@@ -110,8 +111,10 @@ def save_norm(norm, directory):
     record['zca'] = {}
     for key, name in sorted(ZCA_FILES.items()):
       value = np.asarray(norm[key], '<f4')
-      _write_atomic(os.path.join(directory, name), value.tobytes())
-      record['zca'][key] = {'file': name, 'shape': list(value.shape)}
+      data = value.tobytes()
+      _write_atomic(os.path.join(directory, name), data)
+      record['zca'][key] = {'file': name, 'shape': list(value.shape),
+                            'sha256': hashlib.sha256(data).hexdigest()}
   path = os.path.join(directory, NORM_FILE)
   _write_atomic(path, (json.dumps(record, indent=2, sort_keys=True) + '\n')
                 .encode('utf-8'))
@@ -162,6 +165,12 @@ def load_norm(directory, with_arrays=True):
           os.path.getsize(file_path) != expected):
         raise errors.DataError('%s is missing or not %d bytes (float32 %s)'
                                % (file_path, expected, shape))
+      if 'sha256' in entry:
+        with open(file_path, 'rb') as f:
+          digest = hashlib.sha256(f.read()).hexdigest()
+        if digest != entry['sha256']:
+          raise errors.DataError('%s is damaged: its sha256 differs from the '
+                                 'one recorded in %s' % (file_path, path))
       norm['zca_files'][key] = (file_path, shape)
       if with_arrays:
         norm[key] = np.fromfile(file_path, '<f4').reshape(shape).astype(

@@ -948,8 +948,9 @@ class ModelDirFuzzTest(HardeningTestBase):
         if code == 0 and entry != 'report':
           failures.append('--checkpoint=%s/%s: succeeded' % (checkpoint,
                                                              entry))
-    # A corrupt ZCA file.
-    zca_path = os.path.join(self.data_dir, 'tinyzca', 'zca.npz')
+    # A corrupt ZCA file: the copy the run stored in its model directory,
+    # which eval, export and a resumed train read (not the data's zca.npz).
+    zca_path = os.path.join(good, 'zca_matrix.f32')
     saved = open(zca_path, 'rb').read()
     try:
       for variant, blob in _variants_of_file(saved):
