@@ -271,10 +271,15 @@ def _array_input_fn(images, norm):
   def input_fn():
     dataset = tf.data.Dataset.from_tensor_slices(
         {'image': images, 'index': np.arange(len(images), dtype=np.int64)})
-    graph_norm = preprocessing.graph_norm(norm)
-    return dataset.batch(len(images)).map(
-        lambda f: dict(f, image=preprocessing.normalize(f['image'],
-                                                        graph_norm)))
+    tensors = preprocessing.graph_norm(norm)
+
+    # Plain graph code: AutoGraph on TF 2.15 mis-resolved the closure here.
+    @tf.autograph.experimental.do_not_convert
+    def normalize(features):
+      return dict(features,
+                  image=preprocessing.normalize(features['image'], tensors))
+
+    return dataset.batch(len(images)).map(normalize)
   return input_fn
 
 

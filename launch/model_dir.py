@@ -325,6 +325,9 @@ def check_checkpoint(checkpoint, flag=None):
   except tf.errors.OpError as e:
     raise DataError('checkpoint %s is damaged: %s' % (
         checkpoint, (e.message or '').split('\n')[0]))
+  except (IndexError, ValueError) as e:
+    # TF 2.15's reader raises IndexError for a short data file.
+    raise DataError('checkpoint %s is damaged: %s' % (checkpoint, e))
   return checkpoint
 
 
