@@ -40,6 +40,20 @@ from input_pipeline import splits
 from input_pipeline import writer
 
 
+# A tiny network and the flags of a few-step supervised run (entry-point tests).
+TINY_NET = ['--network=resnet', '--filters=4', '--repeat=1', '--scales=1']
+BASE_FLAGS = ['--algorithm=supervised', '--batch_size=4',
+              '--save_checkpoints_steps=5', '--log_every_steps=5'] + TINY_NET
+
+
+def subprocess_env():
+  """The environment for an entry point run as a subprocess: quiet, and not
+  inside `bazel run` (no BUILD_WORKING_DIRECTORY to resolve paths against)."""
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3')
+  env.pop('BUILD_WORKING_DIRECTORY', None)
+  return env
+
+
 class _Py2Pickler(pickle._Pickler):  # pylint: disable=protected-access
   """Pickles like Python 2's cPickle: every str/bytes is a py2 `str`.
 

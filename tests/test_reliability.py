@@ -42,18 +42,14 @@ from model_fns import registry
 from tests import data_fixtures
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TINY_NET = ['--network=resnet', '--filters=4', '--repeat=1', '--scales=1']
-BASE_FLAGS = ['--algorithm=supervised', '--batch_size=4',
-              '--save_checkpoints_steps=5', '--log_every_steps=5'] + TINY_NET
+TINY_NET = data_fixtures.TINY_NET
+BASE_FLAGS = data_fixtures.BASE_FLAGS
 
 if 'model_dir' not in flags.FLAGS:
   train_lib.define_flags()
 
 
-def _env():
-  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3')
-  env.pop('BUILD_WORKING_DIRECTORY', None)
-  return env
+_env = data_fixtures.subprocess_env
 
 
 def file_size_limit(limit):
