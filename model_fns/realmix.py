@@ -54,12 +54,7 @@ def _check_params(params):
   if params['percent_mask'] >= 1:
     raise ValueError('--percent_mask must be < 1 (a fraction of the batch; '
                      '<= 0 turns masking off), got %r' % params['percent_mask'])
-  if params['tsa'] not in ssl_common.TSA_SCHEDULES:
-    raise ValueError('--tsa must be one of %s, got %r'
-                     % (', '.join(ssl_common.TSA_SCHEDULES), params['tsa']))
-  if params['tsa'] != 'none' and params['train_steps'] <= 0:
-    raise ValueError('--tsa=%s needs the training length (--train_steps or '
-                     '--epochs)' % params['tsa'])
+  ssl_common.check_tsa(params)
 
 
 def input_needs(params):

@@ -405,6 +405,17 @@ def check_positive(name, value):
     raise ValueError('--%s must be positive, got %r' % (name, value))
 
 
+def check_tsa(params):
+  """Raises ValueError for an unknown `tsa` schedule, or one without a
+  training length to anneal over."""
+  if params['tsa'] not in TSA_SCHEDULES:
+    raise ValueError('--tsa must be one of %s, got %r'
+                     % (', '.join(TSA_SCHEDULES), params['tsa']))
+  if params['tsa'] != 'none' and params['train_steps'] <= 0:
+    raise ValueError('--tsa=%s needs the training length (--train_steps or '
+                     '--epochs)' % params['tsa'])
+
+
 def ramped_consistency(xe, name, consistency, params, update_ops):
   """libml's baselines' objective: xe + consistency_weight * ramp * consistency.
 

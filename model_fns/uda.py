@@ -42,12 +42,7 @@ DEFAULTS.update({
 def _check_params(params):
   ssl_state.check_fixmatch_like(params)
   ssl_common.check_positive('temperature', params['temperature'])
-  if params['tsa'] not in ssl_common.TSA_SCHEDULES:
-    raise ValueError('--tsa must be one of %s, got %r'
-                     % (', '.join(ssl_common.TSA_SCHEDULES), params['tsa']))
-  if params['tsa'] != 'none' and params['train_steps'] <= 0:
-    raise ValueError('--tsa=%s needs the training length (--train_steps or '
-                     '--epochs)' % params['tsa'])
+  ssl_common.check_tsa(params)
 
 
 def input_needs(params):
