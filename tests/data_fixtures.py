@@ -54,6 +54,11 @@ def subprocess_env():
   return env
 
 
+def error_lines(stderr):
+  """The `error: ...` lines an entry point printed."""
+  return [l for l in stderr.splitlines() if l.startswith('error:')]
+
+
 class _Py2Pickler(pickle._Pickler):  # pylint: disable=protected-access
   """Pickles like Python 2's cPickle: every str/bytes is a py2 `str`.
 
@@ -337,6 +342,17 @@ class TinyDataTestCase(tf.test.TestCase):
   `cls.split` ('tiny.1@8-8'); tearDownClass removes the directory. A test
   that damages the data copies it first.
   """
+
+  def assertOneLine(self, stderr, code, got_code, *needles):
+    """Exactly one `error:` line holding every needle, no traceback, and
+    exit code `code`; returns the line."""
+    lines = error_lines(stderr)
+    self.assertLen(lines, 1, stderr)
+    self.assertNotIn('Traceback', stderr)
+    self.assertEqual(got_code, code, stderr)
+    for needle in needles:
+      self.assertIn(needle, lines[0])
+    return lines[0]
 
   @classmethod
   def setUpClass(cls):

@@ -41,19 +41,12 @@ INDEX_RANGE = 40
 POOL = 30
 
 
-def flat_network(images, training, params):
-  del training, params
-  return tf.layers.flatten(images)
-
-
-def np_softmax(z):
-  z = z - z.max(axis=-1, keepdims=True)
-  e = np.exp(z)
-  return e / e.sum(axis=-1, keepdims=True)
+flat_network = mtu.flat_network
+np_softmax = mtu.softmax
 
 
 def np_xe(labels, logits):
-  return -np.log(np_softmax(logits))[np.arange(len(labels)), labels]
+  return mtu.sparse_xe(logits, labels)
 
 
 def make_params(module, **overrides):

@@ -59,8 +59,7 @@ def run_entry(script, args):
   return proc.returncode, stdout, stderr
 
 
-def error_lines(stderr):
-  return [l for l in stderr.splitlines() if l.startswith('error:')]
+error_lines = data_fixtures.error_lines
 
 
 def snapshot(root):
@@ -105,15 +104,6 @@ class HardeningTestBase(data_fixtures.TinyDataTestCase):
       flags.FLAGS.unparse_flags()
       model_dir_lib.unlock(model_dir)
     return lines
-
-  def assertOneLine(self, stderr, code, got_code, *needles):
-    lines = error_lines(stderr)
-    self.assertLen(lines, 1, stderr)
-    self.assertNotIn('Traceback', stderr)
-    self.assertEqual(got_code, code, stderr)
-    for needle in needles:
-      self.assertIn(needle, lines[0])
-    return lines[0]
 
 
 class ExportTargetTest(HardeningTestBase):

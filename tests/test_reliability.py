@@ -90,8 +90,7 @@ def kill9(proc):
   proc.communicate(timeout=60)
 
 
-def error_lines(stderr):
-  return [l for l in stderr.splitlines() if l.startswith('error:')]
+error_lines = data_fixtures.error_lines
 
 
 def load_all_tensors(checkpoint):
@@ -158,15 +157,6 @@ class ReliabilityTestBase(data_fixtures.TinyDataTestCase):
       flags.FLAGS.unparse_flags()
       model_dir_lib.unlock(model_dir)
     return lines
-
-  def assertOneLine(self, stderr, code, got_code, *needles):
-    lines = error_lines(stderr)
-    self.assertLen(lines, 1, stderr)
-    self.assertNotIn('Traceback', stderr)
-    self.assertEqual(got_code, code, stderr)
-    for needle in needles:
-      self.assertIn(needle, lines[0])
-    return lines[0]
 
   def assertCheckpointsLoad(self, model_dir):
     steps = checkpoint_steps(model_dir)
