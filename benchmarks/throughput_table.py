@@ -19,11 +19,14 @@ set.
 
 Every finished run's last-line JSON is appended to --results, with the
 flavour's name; a pair already there is not run again (so the script
-resumes after an interruption; --rerun forces). The Markdown table of every
+resumes after an interruption; --rerun forces). With --rounds=N every
+pair runs N times, alternated, and the table shows the median round (peak RSS:
+the largest). The Markdown table of every
 result in the file is written to --output (temporary name, then rename) and
 printed.
 """
 
+import collections
 import json
 import os
 import subprocess
@@ -68,6 +71,11 @@ def define_flags():
                       'The Markdown table of every result.')
   flags.DEFINE_list('extra', [], 'Flags passed to every throughput.py run.')
   flags.DEFINE_bool('rerun', False, 'Run pairs already in --results again.')
+  flags.DEFINE_integer('rounds', 1, 'Runs of every pair, alternated: each '
+                       'round runs every algorithm once per flavour, the '
+                       'flavours in turn (reversed every other round), so '
+                       'that drift falls on all of them alike. The table '
+                       'shows the median round.', lower_bound=1)
 
 
 def parse_pairs(values, flag, convert=str):
@@ -125,6 +133,22 @@ def run_benchmark(args, env, what):
   return lines
 
 
+def median_rounds(results, rounds):
+  """Per (flavour, algorithm): the median by labeled img/s of its last
+  `rounds` results, with 'rounds' (how many) and 'peak_rss_mb_max'."""
+  by_pair = collections.OrderedDict()
+  for r in results:
+    by_pair.setdefault((r['flavor'], r['algorithm']), []).append(r)
+  chosen = []
+  for runs in by_pair.values():
+    runs = runs[-rounds:]
+    ranked = sorted(runs, key=lambda r: r['real']['labeled_img_s'])
+    median = dict(ranked[(len(ranked) - 1) // 2], rounds=len(runs))
+    median['peak_rss_mb_max'] = max(r['real']['peak_rss_mb'] for r in runs)
+    chosen.append(median)
+  return chosen
+
+
 def _cell(figures, key, fmt):
   return fmt % figures[key] if figures else '-'
 
@@ -146,12 +170,15 @@ def markdown(results):
   for r in sorted(results, key=lambda r: (order.get(r['algorithm'], 99),
                                           r['flavor'])):
     real, ceiling = r['real'], r.get('ceiling')
-    rss = max(real['peak_rss_mb'], ceiling['peak_rss_mb'] if ceiling else 0)
+    rss = max(r.get('peak_rss_mb_max', real['peak_rss_mb']),
+              ceiling['peak_rss_mb'] if ceiling else 0)
+    flavor = r['flavor'] + (' (median of %d)' % r['rounds']
+                            if r.get('rounds', 1) > 1 else '')
     busy = '%s / %s' % (_busy(real), _busy(ceiling))
     rows.append('| %s | %s | %d | %s | %s%s | %.2f | %.1f | %.2f | %.0f | %s '
                 '| %s | %s |' % (
                     r['algorithm'], r['network'], r['batch_size'],
-                    r['flavor'], r['environment']['tensorflow'],
+                    flavor, r['environment']['tensorflow'],
                     ' (MKL)' if r['environment']['mkl'] else '',
                     real['labeled_img_s'], real['total_img_s'],
                     real['s_per_step'], rss,
@@ -184,20 +211,22 @@ def main(argv):
                            '(make it with setup.sh)' % (name, python))
   results_path = cli.resolve_path(FLAGS.results)
   os.makedirs(os.path.dirname(os.path.abspath(results_path)), exist_ok=True)
-  done = {(r['flavor'], r['algorithm']) for r in load_results(results_path)}
-  for name, python in flavors:
+  done = collections.Counter(
+      (r['flavor'], r['algorithm']) for r in load_results(results_path))
+  for round_ in range(FLAGS.rounds):
     for algorithm in FLAGS.algorithms:
-      if (name, algorithm) in done and not FLAGS.rerun:
-        continue
-      result = run_one(python, name, algorithm,
-                       steps_for.get(algorithm, FLAGS.steps), FLAGS.warmup,
-                       algorithm in FLAGS.ceiling_for, FLAGS.extra)
-      with open(results_path, 'a') as f:
-        f.write(json.dumps(result, sort_keys=True) + '\n')
-  latest = {}
-  for r in load_results(results_path):
-    latest[(r['flavor'], r['algorithm'])] = r
-  table = markdown(list(latest.values()))
+      order = flavors if round_ % 2 == 0 else flavors[::-1]
+      for name, python in order:
+        if done[(name, algorithm)] > round_ and not FLAGS.rerun:
+          continue
+        result = run_one(python, name, algorithm,
+                         steps_for.get(algorithm, FLAGS.steps), FLAGS.warmup,
+                         algorithm in FLAGS.ceiling_for, FLAGS.extra)
+        result['round'] = round_
+        with open(results_path, 'a') as f:
+          f.write(json.dumps(result, sort_keys=True) + '\n')
+  latest = median_rounds(load_results(results_path), FLAGS.rounds)
+  table = markdown(latest)
   write_atomic(cli.resolve_path(FLAGS.output), table)
   print(table)
 

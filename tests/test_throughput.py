@@ -146,6 +146,27 @@ class ThroughputTableTest(tf.test.TestCase):
     with open(results) as f:
       self.assertEqual(f.read().splitlines(), lines)
 
+  def test_rounds_take_the_median_and_the_largest_rss(self):
+    from benchmarks import throughput_table  # pylint: disable=g-import-not-at-top
+    def result(flavor, img_s, rss):
+      return {'flavor': flavor, 'algorithm': 'sesemi',
+              'real': {'labeled_img_s': img_s, 'peak_rss_mb': rss}}
+    results = [result('stock', 1.0, 900.), result('tf2', 5.0, 800.),
+               result('tf2', 3.0, 950.), result('stock', 3.0, 700.),
+               result('stock', 2.0, 800.), result('tf2', 4.0, 850.)]
+    chosen = {r['flavor']: r for r in
+              throughput_table.median_rounds(results, rounds=3)}
+    self.assertEqual(chosen['stock']['real']['labeled_img_s'], 2.0)
+    self.assertEqual(chosen['tf2']['real']['labeled_img_s'], 4.0)
+    self.assertEqual((chosen['stock']['peak_rss_mb_max'],
+                      chosen['tf2']['peak_rss_mb_max']), (900., 950.))
+    self.assertEqual(chosen['tf2']['rounds'], 3)
+    # Only the last `rounds` results of a pair count.
+    last = {r['flavor']: r for r in
+            throughput_table.median_rounds(results, rounds=1)}
+    self.assertEqual(last['stock']['real']['labeled_img_s'], 2.0)
+    self.assertEqual(last['stock']['peak_rss_mb_max'], 800.)
+
   def test_missing_interpreter_is_one_line(self):
     result = self.run_table('--flavors=intel=/nonexistent/python',
                             '--output=' + os.path.join(self.get_temp_dir(),
