@@ -153,6 +153,8 @@ def define_flags():
                     'Algorithms, each with a launch/configs/fmnist_ALGO.cfg.')
   flags.DEFINE_list('extra', [], 'train.py flags added to every run, e.g. '
                     '--network=resnet,--filters=16')
+  flags.DEFINE_bool('report_only', False, 'Train nothing: tabulate and plot '
+                    'the runs that are done, leave out the others.')
   flags.DEFINE_integer('evals_per_run', 4, 'Checkpoints (each followed by a '
                        'validation evaluation, the accuracy plot\'s points) '
                        'in every run.')
@@ -758,13 +760,21 @@ def main(argv):
       runs = []
       for seed in seeds[labels]:
         d = run_dir(work_dir, labels, a, seed)
-        run_one(a, labels, steps[a], extra, data_dir, d,
-                run_params(resolved[a], steps[a], seed), seed,
-                split_name(labels, FLAGS.valid, seed))
+        if FLAGS.report_only:
+          results = read_results(d)
+          if not results or results['step'] != steps[a]:
+            continue
+        else:
+          run_one(a, labels, steps[a], extra, data_dir, d,
+                  run_params(resolved[a], steps[a], seed), seed,
+                  split_name(labels, FLAGS.valid, seed))
         model_dirs.append(d)
         names.append(a if len(seeds[labels]) == 1 else '%s_s%d' % (a, seed))
         runs.append(summary(a, labels, steps[a], per_step[a], d, seed))
-      rows.append(cell(runs))
+      if runs:
+        rows.append(cell(runs))
+    if not rows:
+      continue
     output_dir = os.path.join(docs_dir, REPORT_SUBDIR, str(labels))
     if report_is_stale(output_dir, model_dirs):
       _say('%d labels: report in %s' % (labels, output_dir))
@@ -778,11 +788,15 @@ def main(argv):
     ceiling_per_step = ceiling_run[1]
     ceiling_steps = int(math.ceil(FLAGS.labeled_images / ceiling_per_step))
     d = run_dir(work_dir, None, a, seed)
-    run_one(a, None, ceiling_steps, extra, data_dir, d,
-            run_params(ceiling_run, ceiling_steps, seed), seed, DATASET)
-    all_labels = int(info['splits']['train']['count'])
-    ceiling = [cell([summary(a, all_labels, ceiling_steps, ceiling_per_step,
-                             d, seed)])]
+    results = read_results(d)
+    if not FLAGS.report_only:
+      run_one(a, None, ceiling_steps, extra, data_dir, d,
+              run_params(ceiling_run, ceiling_steps, seed), seed, DATASET)
+    if not FLAGS.report_only or (results and
+                                 results['step'] == ceiling_steps):
+      all_labels = int(info['splits']['train']['count'])
+      ceiling = [cell([summary(a, all_labels, ceiling_steps,
+                               ceiling_per_step, d, seed)])]
   os.makedirs(docs_dir, exist_ok=True)
   doc_path = os.path.join(docs_dir, DOC_FILE)
   model_dir_lib.write_atomic(doc_path, document(by_labels, ceiling, extra,

@@ -253,6 +253,32 @@ class AccuracyBenchmarkTest(tf.test.TestCase):
     second = json.loads(self.second.stdout.strip().splitlines()[-1])
     self.assertEqual(first, second)
 
+  def test_report_only_trains_nothing_and_leaves_out_what_is_not_done(self):
+    # On a copy of the runs (mtimes kept), so the other tests' checks of the
+    # shared directory hold in any order.
+    runs = os.path.join(self.work, 'runs_report_only')
+    shutil.copytree(self.runs, runs)
+    before = mtimes(runs)
+    docs = os.path.join(self.work, 'docs_report_only')
+    args = [a for a in self.args if not a.startswith(
+        ('--algorithms=', '--docs_dir=', '--work_dir='))]
+    result = run_script(*(args + ['--algorithms=supervised,mixup,sesemi',
+                                  '--work_dir=' + runs, '--docs_dir=' + docs,
+                                  '--report_only']))
+    self.assertEqual(result.returncode, 0, result.stderr[-3000:])
+    self.assertNotIn('training', result.stdout)
+    self.assertFalse(os.path.exists(os.path.join(runs, str(LABELS),
+                                                 'mixup_s1')))
+    # The model directories are untouched (the plots' log is rewritten).
+    def runs_only(files):
+      return {k: v for k, v in files.items() if '_s1' + os.sep in k}
+    self.assertEqual(runs_only(mtimes(runs)), runs_only(before))
+    with open(os.path.join(docs, 'accuracy.md')) as f:
+      table = markdown_table(f.read(), HEADING)
+    self.assertEqual(list(table), ['supervised', 'sesemi'])
+    self.assertEqual(table['sesemi'], markdown_table(self.markdown,
+                                                     HEADING)['sesemi'])
+
   def test_bad_flags_are_one_line_errors(self):
     cases = [
         (['--algorithms=supervised,nope'], "unknown algorithm 'nope'"),
