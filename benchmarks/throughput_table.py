@@ -32,11 +32,11 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 # pylint: disable=g-import-not-at-top,wrong-import-position
-from launch import quiet  # pylint: disable=unused-import  (before TensorFlow)
+from runner import quiet  # pylint: disable=unused-import  (before TensorFlow)
 from absl import flags
 
-from launch import cli
 from model_fns import registry
+from runner import cli
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FLAGS = flags.FLAGS
