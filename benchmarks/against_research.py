@@ -160,7 +160,7 @@ def main(argv):
       f.write(json.dumps(round_result, sort_keys=True) + '\n')
     rounds.append(round_result)
   table = markdown(rounds)
-  throughput_table.write_atomic(cli.resolve_path(FLAGS.output), table)
+  throughput_table.write_table(cli.resolve_path(FLAGS.output), table)
   print(table)
 
 

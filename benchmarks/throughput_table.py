@@ -35,6 +35,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from runner import quiet  # pylint: disable=unused-import  (before TensorFlow)
 from absl import flags
 
+from input_pipeline import fileio
 from model_fns import registry
 from runner import cli
 
@@ -161,13 +162,10 @@ def markdown(results):
   return '\n'.join(rows) + '\n'
 
 
-def write_atomic(path, text):
-  directory = os.path.dirname(os.path.abspath(path))
-  os.makedirs(directory, exist_ok=True)
-  temporary = '%s.tmp-%d' % (path, os.getpid())
-  with open(temporary, 'w') as f:
-    f.write(text)
-  os.replace(temporary, path)
+def write_table(path, text):
+  """Writes `text` to `path` (fileio.write_atomic), making its directory."""
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  fileio.write_atomic(path, text)
 
 
 def main(argv):
@@ -198,7 +196,7 @@ def main(argv):
   for r in load_results(results_path):
     latest[(r['flavor'], r['algorithm'])] = r
   table = markdown(list(latest.values()))
-  write_atomic(cli.resolve_path(FLAGS.output), table)
+  write_table(cli.resolve_path(FLAGS.output), table)
   print(table)
 
 
