@@ -17,7 +17,10 @@ from runner import ascend
 from runner import cli
 from runner import npu
 
-DEVICES = ('auto', 'cpu', 'gpu', 'npu')
+# Devices with a backend module of their own (`available()`, `UNAVAILABLE`,
+# `make_estimator(...)`, `input_shard()`); CPU and GPU are TensorFlow's.
+BACKENDS = {'npu': npu}
+DEVICES = ('auto', 'cpu', 'gpu') + tuple(BACKENDS)
 PRECISION_MODES = ('allow_fp32_to_fp16', 'force_fp16', 'must_keep_origin_dtype',
                    'allow_mix_precision')
 
@@ -86,12 +89,13 @@ def options_from_flags(flag_values):
 
 
 def resolve_device(device):
+  """`device`, or for 'auto' the first available backend, else 'cpu'."""
   if device == 'auto':
-    return 'npu' if npu.available() else 'cpu'
-  if device == 'npu' and not npu.available():
-    raise cli.UsageError('--device=npu but npu_bridge cannot be imported: '
-                         'install the Ascend CANN toolkit and source its '
-                         'set_env.sh')
+    return next((name for name, backend in BACKENDS.items()
+                 if backend.available()), 'cpu')
+  if device in BACKENDS and not BACKENDS[device].available():
+    raise cli.UsageError('--device=%s but %s' % (device,
+                                                  BACKENDS[device].UNAVAILABLE))
   return device
 
 
@@ -175,14 +179,15 @@ def make_estimator(model_dir, params, opts, network_fn=None,
                    warm_start_from=None):
   """Returns (estimator, device) for the options of `options_from_flags`.
 
-  The model_fn is `core.make_model_fn(network_fn)`; on the NPU path
-  `npu.make_estimator` adds the Ascend optimizer wrapping and rank sums.
+  The model_fn is `core.make_model_fn(network_fn)`; a device of BACKENDS
+  gets its backend's Estimator (`npu.make_estimator`: NPUEstimator with the
+  Ascend optimizer wrapping and rank sums).
   """
   device = resolve_device(opts.get('device', 'auto'))
   common = run_config_args(model_dir, params, opts)
-  if device == 'npu':
-    return npu.make_estimator(model_dir, params, opts, common,
-                              network_fn), device
+  if device in BACKENDS:
+    return BACKENDS[device].make_estimator(model_dir, params, opts, common,
+                                           network_fn), device
   config = tf.estimator.RunConfig(**common)
   return tf.estimator.Estimator(model_fn=core.make_model_fn(network_fn),
                                 config=config, params=params,
@@ -200,6 +205,7 @@ def input_shard(opts):
     cli.UsageError: on the NPU path, a missing or inconsistent rank
       environment (ascend.read_rank_env); --device=npu without npu_bridge.
   """
-  if resolve_device(opts.get('device', 'auto')) != 'npu':
+  device = resolve_device(opts.get('device', 'auto'))
+  if device not in BACKENDS:
     return 1, 0
-  return npu.input_shard()
+  return BACKENDS[device].input_shard()

@@ -14,6 +14,9 @@ from model_fns import core
 from runner import ascend
 from runner import cli
 
+UNAVAILABLE = ('npu_bridge cannot be imported: install the Ascend CANN '
+               'toolkit and source its set_env.sh')
+
 
 def available():
   """True when npu_bridge can be imported (without importing it)."""
