@@ -29,6 +29,7 @@ import signal
 import subprocess
 import sys
 import time
+import types
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -215,7 +216,13 @@ def main(argv):
   train_args = argv[1:]
   if train_args and '--' not in sys.argv:
     raise cli.UsageError('unrecognized arguments: %s' % ' '.join(train_args))
-  run(plan(FLAGS, train_args))
+  options = types.SimpleNamespace(
+      rank_table_file=FLAGS.rank_table_file, server_id=FLAGS.server_id,
+      program=FLAGS.program,
+      # absl.logging's own flag, whose default is $TEST_TMPDIR under Bazel:
+      # only a --log_dir on the command line counts.
+      log_dir=FLAGS.log_dir if FLAGS['log_dir'].present else None)
+  run(plan(options, train_args))
 
 
 if __name__ == '__main__':
