@@ -69,18 +69,18 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 # pylint: disable=g-import-not-at-top,wrong-import-position
-from launch import quiet  # pylint: disable=unused-import  (before TensorFlow)
+from runner import quiet  # pylint: disable=unused-import  (before TensorFlow)
 from absl import flags
 import tensorflow.compat.v1 as tf
 
 from input_pipeline import dataset_info
+from input_pipeline import fileio
 from input_pipeline import splits as splits_lib
-from launch import cli
-from launch import eval as eval_lib
-from launch import model_dir as model_dir_lib
-from launch import params as params_lib
-from launch import train as train_lib
 from model_fns import registry
+from runner import cli
+from runner import model_dir as model_dir_lib
+from runner import params as params_lib
+from runner import results as results_lib
 
 FLAGS = flags.FLAGS
 DATASET = 'fashion_mnist'
@@ -100,7 +100,7 @@ RESERVED = frozenset([
     'labels', 'valid', 'train_steps', 'epochs', 'save_checkpoints_steps',
     'log_every_steps', 'seed',
 ])
-# train.py's progress line (launch/hooks.py ProgressHook).
+# train.py's progress line (runner/hooks.py ProgressHook).
 _RATE = re.compile(r'^step \d+/\d+\s+([\d.]+) labeled img/s\s+([\d.]+) img/s')
 # train.py's line after each periodic evaluation (train.format_metrics).
 _EVAL_LINE = re.compile(r'^step (\d+): (.*)$')
@@ -272,7 +272,7 @@ def run_dir(work_dir, labels, algorithm, seed):
 
 def _hparam_flag_values():
   """A FlagValues holding the hyperparameter flags train.py defines
-  (launch/params.py define_flags), apart from this script's own flags."""
+  (runner/params.py define_flags), apart from this script's own flags."""
   values = flags.FlagValues()
   defaults = params_lib._all_defaults()  # pylint: disable=protected-access
   for key, default in sorted(defaults.items()):
@@ -313,7 +313,7 @@ def resolve_run(algorithm, extra, info, data_dir, dataset):
     raise cli.UsageError('%s (preset %s with --extra): %s'
                          % (algorithm, os.path.relpath(config_path(algorithm),
                                                        ROOT), e))
-  return params, train_lib.images_per_step(needs)[0], (
+  return params, needs.batch_size, (
       params_lib.explicit_keys(values))
 
 
@@ -380,7 +380,7 @@ class Timer(object):
     found = parse_eval_line(line)
     if found and all(e['step'] != found['step'] for e in self.evals):
       self.evals.append(dict(found, seconds=round(self.seconds, 1)))
-    model_dir_lib.write_atomic(self._path, json.dumps(
+    fileio.write_atomic(self._path, json.dumps(
         {'seconds': round(self.seconds, 1), 'evals': self.evals,
          'runtimes': self.runtimes}) + '\n')
 
@@ -470,7 +470,7 @@ def prepare_data(data_dir, split_names, work_dir):
 
 
 def read_results(model_dir):
-  path = os.path.join(model_dir, eval_lib.RESULTS_FILE)
+  path = os.path.join(model_dir, results_lib.RESULTS_FILE)
   if not os.path.exists(path):
     return None
   with open(path) as f:
@@ -543,7 +543,7 @@ def summary(algorithm, labels, steps, per_step, model_dir, seed):
   timing file."""
   results = read_results(model_dir)
   rows = results['results']
-  top = results.get('headline') or eval_lib.headline(results)
+  top = results.get('headline') or results_lib.headline(results)
   row = {'algorithm': algorithm, 'labels': labels, 'seed': seed,
          'step': results['step'], 'steps': steps,
          'labeled_per_step': per_step, 'labeled_images': steps * per_step,
@@ -642,8 +642,9 @@ def report_is_stale(output_dir, model_dirs):
   if not os.path.exists(path):
     return True
   written = os.stat(path).st_mtime
-  return any(os.stat(os.path.join(d, eval_lib.RESULTS_FILE)).st_mtime > written
-             for d in model_dirs)
+  return any(
+      os.stat(os.path.join(d, results_lib.RESULTS_FILE)).st_mtime > written
+      for d in model_dirs)
 
 
 def make_report(labels, algorithms, model_dirs, output_dir, log_path):
@@ -799,7 +800,7 @@ def main(argv):
                                ceiling_per_step, d, seed)])]
   os.makedirs(docs_dir, exist_ok=True)
   doc_path = os.path.join(docs_dir, DOC_FILE)
-  model_dir_lib.write_atomic(doc_path, document(by_labels, ceiling, extra,
+  fileio.write_atomic(doc_path, document(by_labels, ceiling, extra,
                                                 start_load))
   for labels, rows in by_labels:
     _say('\n%d labels:' % labels)

@@ -33,11 +33,11 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 # pylint: disable=g-import-not-at-top,wrong-import-position
-from launch import quiet  # pylint: disable=unused-import  (before TensorFlow)
+from runner import quiet  # pylint: disable=unused-import  (before TensorFlow)
 from absl import flags
 
 from benchmarks import throughput_table
-from launch import cli
+from runner import cli
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FLAGS = flags.FLAGS
@@ -160,7 +160,7 @@ def main(argv):
       f.write(json.dumps(round_result, sort_keys=True) + '\n')
     rounds.append(round_result)
   table = markdown(rounds)
-  throughput_table.write_atomic(cli.resolve_path(FLAGS.output), table)
+  throughput_table.write_table(cli.resolve_path(FLAGS.output), table)
   print(table)
 
 

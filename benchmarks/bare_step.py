@@ -22,12 +22,12 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 # pylint: disable=g-import-not-at-top,wrong-import-position
-from launch import quiet  # pylint: disable=unused-import  (before TensorFlow)
+from runner import quiet  # pylint: disable=unused-import  (before TensorFlow)
 from absl import flags
 import numpy as np
 import tensorflow.compat.v1 as tf
 
-from launch import cli
+from runner import cli
 
 FLAGS = flags.FLAGS
 flags.DEFINE_integer('batch_size', 64, 'Images a step.')

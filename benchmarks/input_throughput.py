@@ -30,7 +30,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 # pylint: disable=g-import-not-at-top,wrong-import-position
-from launch import quiet  # pylint: disable=unused-import  (before TensorFlow)
+from runner import quiet  # pylint: disable=unused-import  (before TensorFlow)
 from absl import flags
 import numpy as np
 import tensorflow.compat.v1 as tf
@@ -38,9 +38,9 @@ import tensorflow.compat.v1 as tf
 from input_pipeline import inputs
 from input_pipeline import records
 from input_pipeline import zca
-from launch import cli
 from model_fns import hparams
 from model_fns import registry
+from runner import cli
 
 FLAGS = flags.FLAGS
 
@@ -111,13 +111,6 @@ def write_source(directory, count, with_zca):
   return Source('bench', directory, info, None, files, counts)
 
 
-def images_per_step(needs):
-  """(labeled, total) images one training step carries."""
-  unlabeled = needs.num_unlabeled * len(needs.unlabeled_views)
-  proxy = needs.proxy_batch * 6 if needs.proxy else 0
-  return needs.batch_size, needs.batch_size + unlabeled + proxy
-
-
 def measure(source, needs, params, batches, warmup):
   """Returns (build seconds, seconds per batch) for one configuration."""
   with tf.Graph().as_default():
@@ -157,7 +150,7 @@ def main(argv):
     for name in FLAGS.configs:
       needs, params = config_params(name)
       normalization = params['normalization']
-      labeled, total = images_per_step(needs)
+      labeled, total = needs.batch_size, needs.images_per_step
       build, seconds = measure(source, needs, params, FLAGS.batches,
                                FLAGS.warmup)
       results[name] = {

@@ -50,7 +50,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 # pylint: disable=g-import-not-at-top,wrong-import-position
-from launch import quiet  # pylint: disable=unused-import  (before TensorFlow)
+from runner import quiet  # pylint: disable=unused-import  (before TensorFlow)
 from absl import flags
 import numpy as np
 import tensorflow.compat.v1 as tf
@@ -59,13 +59,11 @@ from input_pipeline import inputs
 from input_pipeline import sources
 from input_pipeline import splits
 from input_pipeline import writer
-from launch import cli
-from launch import devices
-from launch import params as params_lib
-from launch import train as train_lib
-from model_fns import base
 from model_fns import core
 from model_fns import registry
+from runner import cli
+from runner import devices
+from runner import params as params_lib
 
 FLAGS = flags.FLAGS
 DATA_MODES = ('synthetic_tfrecords', 'prepared')
@@ -145,8 +143,8 @@ def peak_rss_mb():
 
 def measure_real(source, needs, params, opts, model_dir, steps, warmup):
   """Trains warmup + steps through the Estimator; returns the figures."""
-  labeled, total = train_lib.images_per_step(needs)
-  estimator, _ = devices.make_estimator(core.model_fn, model_dir, params, opts)
+  labeled, total = needs.batch_size, needs.images_per_step
+  estimator, _ = devices.make_estimator(model_dir, params, opts)
   hook = _StepTimes()
   start = time.time()
   estimator.train(inputs.train_input_fn(source, needs, params,
@@ -173,7 +171,7 @@ def first_batch(source, needs, params):
 
 def measure_ceiling(batch, needs, params, opts, steps, warmup):
   """The same training step on fixed in-graph inputs; returns the figures."""
-  labeled, total = train_lib.images_per_step(needs)
+  labeled, total = needs.batch_size, needs.images_per_step
   start = time.time()
   with tf.Graph().as_default():
     tf.set_random_seed(params['seed'])
@@ -255,12 +253,12 @@ def benchmark(flag_values, work_dir, printer=print):
                'x'.join(map(str, SYNTHETIC_SHAPE)), source.counts['labeled'],
                source.counts['unlabeled'], data_dir))
   try:
-    params['train_steps'] = base.default_train_steps(params, source.counts)
+    params['train_steps'] = registry.default_train_steps(params, source.counts)
     needs = registry.get(params['algorithm']).input_needs(params)
   except ValueError as e:
     raise cli.UsageError(str(e))
-  train_lib.add_data_params(params, needs, source)
-  labeled, total = train_lib.images_per_step(needs)
+  params_lib.add_data_params(params, needs, source)
+  labeled, total = needs.batch_size, needs.images_per_step
   config = devices.session_config(opts)  # 0 = TensorFlow's choice.
   environment = {
       'tensorflow': tf.__version__, 'mkl': devices.mkl_enabled(),

@@ -35,11 +35,12 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 # pylint: disable=g-import-not-at-top,wrong-import-position
-from launch import quiet  # pylint: disable=unused-import  (before TensorFlow)
+from runner import quiet  # pylint: disable=unused-import  (before TensorFlow)
 from absl import flags
 
-from launch import cli
+from input_pipeline import fileio
 from model_fns import registry
+from runner import cli
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FLAGS = flags.FLAGS
@@ -188,13 +189,10 @@ def markdown(results):
   return '\n'.join(rows) + '\n'
 
 
-def write_atomic(path, text):
-  directory = os.path.dirname(os.path.abspath(path))
-  os.makedirs(directory, exist_ok=True)
-  temporary = '%s.tmp-%d' % (path, os.getpid())
-  with open(temporary, 'w') as f:
-    f.write(text)
-  os.replace(temporary, path)
+def write_table(path, text):
+  """Writes `text` to `path` (fileio.write_atomic), making its directory."""
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  fileio.write_atomic(path, text)
 
 
 def main(argv):
@@ -227,7 +225,7 @@ def main(argv):
           f.write(json.dumps(result, sort_keys=True) + '\n')
   latest = median_rounds(load_results(results_path), FLAGS.rounds)
   table = markdown(latest)
-  write_atomic(cli.resolve_path(FLAGS.output), table)
+  write_table(cli.resolve_path(FLAGS.output), table)
   print(table)
 
 

@@ -44,13 +44,14 @@ import math
 import numpy as np
 import tensorflow.compat.v1 as tf
 
+from input_pipeline import needs
 from input_pipeline import preprocessing
 
-VIEWS = ('none', 'weak', 'strong', 'realmix', 'sesemi')
+VIEWS = needs.VIEWS
 
 # SESEMI's proxy labels (vuptran/sesemi utils.geometric_transform): label k
 # in 0..3 is np.rot90(image, k) (counter-clockwise), 4 np.fliplr, 5 np.flipud.
-NUM_PROXY = 6
+NUM_PROXY = needs.NUM_PROXY
 
 # RandAugment as in google-research/fixmatch (RandAugment with random
 # magnitude, 'rac'): each of N ops is drawn uniformly with replacement from

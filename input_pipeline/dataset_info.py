@@ -14,6 +14,7 @@ import os
 import numpy as np
 import tensorflow.compat.v1 as tf
 
+from input_pipeline import readers
 from input_pipeline import records
 from input_pipeline import runtime
 from input_pipeline.errors import DataError
@@ -230,8 +231,9 @@ def load_named(data_dir, name):
   dataset_dir = os.path.join(data_dir, name)
   if not os.path.isfile(os.path.join(dataset_dir, INFO_FILE)):
     prepared = prepared_datasets(data_dir)
-    kind = name if name in ('fashion_mnist', 'mnist', 'cifar10', 'cifar100',
-                            'svhn') else 'image_folder --name=%s' % name
+    # Published formats are prepared under their kind's name by default.
+    named = name in readers.READERS and name != 'image_folder'
+    kind = name if named else 'image_folder --name=%s' % name
     raise DataError(
         'no prepared dataset %r in %s (prepared: %s); create it with: '
         'python launch/prepare_data.py --dataset=%s --source_dir=DIR '

@@ -2,7 +2,10 @@
 
 import collections
 
+# The view names; augment.view implements each.
 VIEWS = ('none', 'weak', 'strong', 'realmix', 'sesemi')
+# SESEMI's proxy transforms per source image (augment.proxy_transforms).
+NUM_PROXY = 6
 PROXY_SOURCES = (None, 'unlabeled', 'labeled')
 
 _FIELDS = ('batch_size', 'labeled_view', 'unlabeled_ratio', 'unlabeled_batch',
@@ -33,6 +36,14 @@ class InputNeeds(collections.namedtuple('InputNeeds', _FIELDS)):
     if self.unlabeled_batch > 0:
       return self.unlabeled_batch
     return self.batch_size * self.unlabeled_ratio
+
+  @property
+  def images_per_step(self):
+    """Images through the network per step: labeled, views, proxy images."""
+    total = self.batch_size + self.num_unlabeled * len(self.unlabeled_views)
+    if self.proxy:
+      total += self.proxy_batch * NUM_PROXY
+    return total
 
   def validate(self):
     if self.batch_size <= 0:

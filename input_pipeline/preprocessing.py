@@ -29,6 +29,7 @@ import numpy as np
 import tensorflow.compat.v1 as tf
 
 from input_pipeline import errors
+from input_pipeline import fileio
 from input_pipeline import zca
 
 MODES = ('zero_one', 'minus_one_one', 'standardize', 'gcn', 'gcn_zca')
@@ -112,20 +113,13 @@ def save_norm(norm, directory):
     for key, name in sorted(ZCA_FILES.items()):
       value = np.asarray(norm[key], '<f4')
       data = value.tobytes()
-      _write_atomic(os.path.join(directory, name), data)
+      fileio.write_atomic(os.path.join(directory, name), data)
       record['zca'][key] = {'file': name, 'shape': list(value.shape),
                             'sha256': hashlib.sha256(data).hexdigest()}
   path = os.path.join(directory, NORM_FILE)
-  _write_atomic(path, (json.dumps(record, indent=2, sort_keys=True) + '\n')
-                .encode('utf-8'))
+  fileio.write_atomic(path, (json.dumps(record, indent=2, sort_keys=True) +
+                             '\n').encode('utf-8'))
   return path
-
-
-def _write_atomic(path, data):
-  tmp = '%s.tmp-%d' % (path, os.getpid())
-  with open(tmp, 'wb') as f:
-    f.write(data)
-  os.replace(tmp, path)
 
 
 def has_saved_norm(directory):

@@ -638,8 +638,36 @@ def _read_tfds(name, data_dir):
 
 # ------------------------------------------------------------- dispatch ----
 
-DATASETS = ('fashion_mnist', 'mnist', 'cifar10', 'cifar100', 'svhn',
-            'image_folder', 'tfds:NAME')
+# The one table of dataset kinds: how to read each from its source
+# directory, the options of `read` only it takes (prepare_data refuses them
+# for other kinds) and where its files are found when no directory is given.
+Reader = collections.namedtuple('Reader',
+                                ['read', 'options', 'default_source_dir'])
+
+READERS = collections.OrderedDict([
+    ('fashion_mnist', Reader(lambda path, o: read_fashion_mnist(path), (),
+                             '/usr/share/datasets/fashion-mnist')),
+    ('mnist', Reader(lambda path, o: read_mnist(path), (), None)),
+    ('cifar10', Reader(lambda path, o: read_cifar10(path), (), None)),
+    ('cifar100', Reader(
+        lambda path, o: read_cifar100(path, coarse=o['coarse_labels']),
+        ('coarse_labels',), None)),
+    ('svhn', Reader(lambda path, o: read_svhn(path, extra=o['svhn_extra']),
+                    ('svhn_extra',), None)),
+    ('image_folder', Reader(
+        lambda path, o: read_image_folder(
+            path, image_size=o['image_size'],
+            unlabeled_dir=o['unlabeled_dir'], channels=o['channels']),
+        ('image_size',), None)),
+])
+TFDS_PREFIX = 'tfds:'  # tfds:NAME, read by read_tfds from a TFDS data_dir.
+DATASETS = tuple(READERS) + (TFDS_PREFIX + 'NAME',)
+
+
+def is_dataset(kind):
+  """True for a kind of READERS or tfds:NAME."""
+  return kind in READERS or (kind.startswith(TFDS_PREFIX) and
+                             len(kind) > len(TFDS_PREFIX))
 
 
 CHANNELS = (0, 1, 3)
@@ -706,20 +734,12 @@ def read(dataset, source_dir, coarse_labels=False, svhn_extra=False,
 def _read(dataset, source_dir, coarse_labels, svhn_extra, image_size,
           unlabeled_dir, channels):
   """`read` before the channel conversion."""
-  if dataset == 'fashion_mnist':
-    return read_fashion_mnist(source_dir)
-  if dataset == 'mnist':
-    return read_mnist(source_dir)
-  if dataset == 'cifar10':
-    return read_cifar10(source_dir)
-  if dataset == 'cifar100':
-    return read_cifar100(source_dir, coarse=coarse_labels)
-  if dataset == 'svhn':
-    return read_svhn(source_dir, extra=svhn_extra)
-  if dataset == 'image_folder':
-    return read_image_folder(source_dir, image_size=image_size,
-                             unlabeled_dir=unlabeled_dir, channels=channels)
-  if dataset.startswith('tfds:') and len(dataset) > len('tfds:'):
-    return read_tfds(dataset[len('tfds:'):], source_dir)
+  if dataset in READERS:
+    return READERS[dataset].read(source_dir, dict(
+        coarse_labels=coarse_labels, svhn_extra=svhn_extra,
+        image_size=image_size, unlabeled_dir=unlabeled_dir,
+        channels=channels))
+  if is_dataset(dataset):
+    return read_tfds(dataset[len(TFDS_PREFIX):], source_dir)
   raise ValueError('unknown dataset %r; known: %s'
                    % (dataset, ', '.join(DATASETS)))

@@ -11,6 +11,7 @@ import contextlib
 import os
 
 from input_pipeline import dataset_info
+from input_pipeline import fileio
 from input_pipeline import splits as splits_lib
 from input_pipeline import writer
 from input_pipeline.errors import DataError
@@ -35,7 +36,7 @@ def reading(data_dir, dataset):
   """Holds the shared locks of a dataset (and split) while it is read.
 
   A prepare_data run that would replace or delete it (which needs the
-  exclusive lock, `writer.lock`) is refused meanwhile; a write in progress
+  exclusive lock, `fileio.lock`) is refused meanwhile; a write in progress
   makes this raise DataError naming it. Names that do not parse are left to
   `resolve` to report.
   """
@@ -49,9 +50,9 @@ def reading(data_dir, dataset):
         base = None
     if base and writer.NAME_RE.match(base):
       dataset_dir = os.path.join(data_dir, base)
-      held.append(writer.lock(dataset_dir, False, 'dataset'))
+      held.append(fileio.lock(dataset_dir, False, 'dataset'))
       if base != dataset:
-        held.append(writer.lock(splits_lib.split_dir(dataset_dir, dataset),
+        held.append(fileio.lock(splits_lib.split_dir(dataset_dir, dataset),
                                 False, 'split'))
     yield
   finally:

@@ -36,6 +36,7 @@ import numpy as np
 import tensorflow.compat.v1 as tf
 
 from input_pipeline import dataset_info
+from input_pipeline import fileio
 from input_pipeline import runtime
 from input_pipeline import writer
 from input_pipeline.errors import DataError
@@ -51,10 +52,6 @@ SPLIT_RE = re.compile(r'\A(?P<name>[a-z0-9][a-z0-9_]*)\.(?P<seed>[0-9]+)'
 
 SplitName = collections.namedtuple('SplitName',
                                    ['name', 'seed', 'labels', 'valid', 'tag'])
-
-
-def is_split_name(text):
-  return bool(SPLIT_RE.match(text))
 
 
 def parse_split_name(text):
@@ -259,7 +256,7 @@ def create_split(data_dir, split_name, labeled_classes=None,
     raise DataError('extra unlabeled datasets listed twice: %s'
                     % ', '.join(extra_unlabeled))
   # The dataset is not replaced while the split is drawn from it.
-  with writer.lock(os.path.join(data_dir, parsed.name), False, 'dataset'):
+  with fileio.lock(os.path.join(data_dir, parsed.name), False, 'dataset'):
     return _create_split(data_dir, split_name, parsed, labeled_classes,
                          unlabeled_classes, extra_unlabeled, overwrite)
 
@@ -293,7 +290,7 @@ def _create_split(data_dir, split_name, parsed, labeled_classes,
                          for i in range(extra_info['splits'][split]['count']))
 
   target = split_dir(dataset_dir, split_name)
-  with writer.atomic_directory(target, overwrite, 'split',
+  with fileio.atomic_directory(target, overwrite, 'split',
                                marker=SPLIT_FILE) as tmp:
     part_of = np.full(len(labels), -1, np.int64)
     for code, positions in enumerate((labeled, valid, unlabeled)):

@@ -42,26 +42,25 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 # pylint: disable=g-import-not-at-top,wrong-import-position
-from launch import quiet  # pylint: disable=unused-import  (before TensorFlow)
+from runner import quiet  # pylint: disable=unused-import  (before TensorFlow)
 from absl import flags
 import numpy as np
 import tensorflow.compat.v1 as tf
 
+from input_pipeline import fileio
 from input_pipeline import inputs
 from input_pipeline import preprocessing
 from input_pipeline import sources
-from launch import cli
-from launch import model_dir as model_dir_lib
-from launch import params as params_lib
 from model_fns import base
 from model_fns import registry
 from model_fns import spec as spec_lib
 from model_fns.networks import layers
+from runner import cli
+from runner import model_dir as model_dir_lib
+from runner import params as params_lib
+from runner import results as results_lib
 
 FLAGS = flags.FLAGS
-RESULTS_FILE = 'eval_results.json'
-ROWS = ('raw', 'ema', 'tuned_raw', 'tuned_ema')
-COLUMNS = ('labeled', 'valid', 'test')
 TUNE_MODES = ('stream', 'exact')
 # Seed offset of the tuning stream (a stream of its own, not training's).
 TUNE_SEED_SALT = 7919
@@ -94,16 +93,15 @@ class _Graph(object):
     self.global_step = tf.train.get_or_create_global_step()
     model = base.Model(params)
     self.model = model
-    self.logits = {'raw': model.logits(self.images, training=False)}
     self.has_ema = params.get('ema_decay', 0) > 0
+    # The spec builder's raw and EMA models; the EMA (`model.ema`) is shared
+    # with the losses of a stream tuning pass.
+    raw, ema = spec_lib.inference_logits(model, self.images, self.has_ema)
+    self.logits = {'raw': raw}
     getter = None
     if self.has_ema:
-      # The spec builder's EMA (shadow variables with the checkpoint's
-      # names), shared with the losses of a stream tuning pass.
-      getter = spec_lib.ema_getter(spec_lib.training_ema(params))
-      with tf.variable_scope(tf.get_variable_scope(), custom_getter=getter,
-                             reuse=True):
-        self.logits['ema'] = model.logits(self.images, training=False)
+      self.logits['ema'] = ema
+      getter = spec_lib.ema_getter(model.ema)
     # Training-mode passes whose batch moments re-estimate the statistics.
     self.moments = {}
     for row in self.logits:
@@ -245,16 +243,6 @@ def _table_of(sess, graph, row, source, columns, batch_size, params,
       for c in columns)
 
 
-def headline(results):
-  """{'row', 'column', 'accuracy'}: test accuracy of the EMA model where the
-  run keeps one, else of the raw model, untuned (None when not measured)."""
-  rows = results['results']
-  row = 'ema' if 'ema' in rows else 'raw'
-  column = 'test' if 'test' in results['counts'] else 'valid'
-  return {'row': row, 'column': column,
-          'accuracy': (rows.get(row) or {}).get(column)}
-
-
 def evaluate(params, checkpoint, batch_size=256, tune_images=16384, tta=False,
              tune='stream', printer=print, norm=None):
   """Returns the results dict (rows × columns, accuracy in %).
@@ -269,7 +257,7 @@ def evaluate(params, checkpoint, batch_size=256, tune_images=16384, tta=False,
     raise ValueError('tune must be one of %s, got %r'
                      % (', '.join(TUNE_MODES), tune))
   source = sources.resolve(params['data_dir'], params['dataset'])
-  columns = [c for c in COLUMNS if source.counts.get(c)]
+  columns = [c for c in results_lib.COLUMNS if source.counts.get(c)]
   results = collections.OrderedDict()
   tune_record = None
   start = time.time()
@@ -327,13 +315,13 @@ def evaluate(params, checkpoint, batch_size=256, tune_images=16384, tta=False,
       'tune': tune_record,
       'seconds': round(time.time() - start, 1),
   }
-  report['headline'] = headline(report)
+  report['headline'] = results_lib.headline(report)
   return report
 
 
 def describe(results):
   """Lines under the table: the headline and how "tuned" was computed."""
-  top = results.get('headline') or headline(results)
+  top = results.get('headline') or results_lib.headline(results)
   value = top['accuracy']
   tuned = (results['results'].get('tuned_' + top['row']) or {}).get(
       top['column'])
@@ -358,9 +346,10 @@ def describe(results):
 def format_table(results):
   """The reference implementations' table as text."""
   rows = results['results']
-  columns = [c for c in COLUMNS if c in results['counts']]
+  columns = [c for c in results_lib.COLUMNS if c in results['counts']]
   lines = ['%16s' % '' + ''.join('%10s' % c for c in columns)]
-  for row in list(ROWS) + [r for r in rows if r not in ROWS]:
+  for row in list(results_lib.ROWS) + [r for r in rows
+                                       if r not in results_lib.ROWS]:
     values = rows.get(row)
     cells = ''.join('%10s' % ('-' if not values or values.get(c) is None
                               else '%.2f' % values[c]) for c in columns)
@@ -392,8 +381,8 @@ def run(model_dir, checkpoint=None, data_dir=None, dataset=None,
   printer(format_table(results))
   for line in describe(results):
     printer(line)
-  path = os.path.join(model_dir, RESULTS_FILE)
-  model_dir_lib.write_atomic(path, json.dumps(results, indent=2) + '\n')
+  path = os.path.join(model_dir, results_lib.RESULTS_FILE)
+  fileio.write_atomic(path, json.dumps(results, indent=2) + '\n')
   printer('wrote %s' % path)
   return results
 

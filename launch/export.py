@@ -39,23 +39,23 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 # pylint: disable=g-import-not-at-top,wrong-import-position
-from launch import quiet  # pylint: disable=unused-import  (before TensorFlow)
+from runner import quiet  # pylint: disable=unused-import  (before TensorFlow)
 from absl import flags
 from google.protobuf import message
 import numpy as np
 import tensorflow.compat.v1 as tf
 
+from input_pipeline import fileio
 from input_pipeline import preprocessing
 from input_pipeline import records
 from input_pipeline import runtime
 from input_pipeline import sources
-from input_pipeline import writer
 from input_pipeline.errors import DataError
-from launch import cli
-from launch import devices
-from launch import model_dir as model_dir_lib
-from launch import params as params_lib
 from model_fns import core
+from runner import cli
+from runner import devices
+from runner import model_dir as model_dir_lib
+from runner import params as params_lib
 
 FLAGS = flags.FLAGS
 SIGNATURE_PIXELS = 'serving_default'
@@ -286,8 +286,7 @@ def _array_input_fn(images, norm):
 def verify(path, params, images, checkpoint, norm):
   """Checks the SavedModel against the Estimator on uint8 `images`."""
   encoded = [records.encode_png(image) for image in images]
-  estimator, _ = devices.make_estimator(core.model_fn,
-                                        os.path.dirname(checkpoint), params,
+  estimator, _ = devices.make_estimator(os.path.dirname(checkpoint), params,
                                         {'device': 'cpu'})
   predict_fn = _array_input_fn(images, norm)
   expected = []
@@ -314,10 +313,10 @@ def recover(export_dir):
 
   Removes their EXPORT_DIR.tmp-PID directories and, when EXPORT_DIR is
   missing, renames back the previous export a killed --overwrite run had
-  moved to EXPORT_DIR.old-PID (`writer.recover_interrupted`, the rule the
+  moved to EXPORT_DIR.old-PID (`fileio.recover_interrupted`, the rule the
   dataset writer follows too). Returns the path restored, or None.
   """
-  return writer.recover_interrupted(export_dir, 'saved_model.pb')
+  return fileio.recover_interrupted(export_dir, 'saved_model.pb')
 
 
 def _within(path, directory):
@@ -438,7 +437,7 @@ def _export(model_dir, params, checkpoint, export_dir, verify_images, printer,
         printer('verified: ONNX Runtime == SavedModel on %d test images (max '
                 '|Δp| %.2g)' % (len(images), error))
     try:
-      writer.replace_directory(tmp, export_dir, replace=replace)
+      fileio.replace_directory(tmp, export_dir, replace=replace)
     except OSError as e:
       if e.errno not in (errno.ENOTEMPTY, errno.EEXIST):
         raise

@@ -17,7 +17,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 # pylint: disable=g-import-not-at-top,wrong-import-position
-from launch import quiet  # pylint: disable=unused-import  (before TensorFlow)
+from runner import quiet  # pylint: disable=unused-import  (before TensorFlow)
 from absl import flags
 import matplotlib
 matplotlib.use('Agg')
@@ -31,13 +31,13 @@ from input_pipeline import records
 from input_pipeline import runtime
 from input_pipeline import sources
 from input_pipeline.errors import DataError
-from launch import cli
 from model_fns import hparams
+from runner import cli
 
 FLAGS = flags.FLAGS
 
 PARTS = ('labeled', 'unlabeled', 'valid', 'test', 'train')
-VIEW_COLUMNS = ('weak', 'strong', 'realmix', 'sesemi')
+VIEW_COLUMNS = tuple(v for v in augment.VIEWS if v != 'none')
 PROXY_NAMES = ('rot 0', 'rot 90', 'rot 180', 'rot 270', 'flip lr', 'flip ud')
 COLUMNS = 6
 CELL_INCHES = 1.25

@@ -28,10 +28,10 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 # pylint: disable=g-import-not-at-top,wrong-import-position
-from launch import quiet  # pylint: disable=unused-import  (before TensorFlow)
+from runner import quiet  # pylint: disable=unused-import  (before TensorFlow)
 from absl import flags
 
-from launch import cli
+from runner import cli
 
 FLAGS = flags.FLAGS
 TRAIN = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'train.py')

@@ -6,7 +6,7 @@ r"""Starts one training process per Ascend device of an HCCL rank table.
       --data_dir=DATA --model_dir=runs/sesemi_8p --device=npu
 
 Everything after `--` goes to launch/train.py (or to --program). Each process
-gets the environment of launch/ascend.py: RANK_ID and ASCEND_DEVICE_ID /
+gets the environment of runner/ascend.py: RANK_ID and ASCEND_DEVICE_ID /
 DEVICE_ID from its table entry, RANK_SIZE (devices in the whole table) and
 RANK_TABLE_FILE (absolute path). With a table of several servers, only the
 devices of --server_id are started here (run the launcher on every server).
@@ -23,20 +23,24 @@ The launcher waits for every rank. When one fails, the others are stopped
 exits 1 naming the rank and its log; a bad table or flags exit 2.
 """
 
-import argparse
 import os
 import shlex
 import signal
 import subprocess
 import sys
 import time
+import types
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 # pylint: disable=g-import-not-at-top,wrong-import-position
-from launch import quiet  # pylint: disable=unused-import  (before TensorFlow)
-from launch import ascend
-from launch import cli
+from runner import quiet  # pylint: disable=unused-import  (before TensorFlow)
+from absl import flags
+
+from runner import ascend
+from runner import cli
+
+FLAGS = flags.FLAGS
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TRAIN = os.path.join(ROOT, 'launch', 'train.py')
@@ -44,36 +48,17 @@ POLL_SECONDS = 0.2
 STOP_GRACE_SECONDS = 10
 
 
-
-class _Parser(argparse.ArgumentParser):
-  """argparse whose mistakes are cli.UsageError (one line, exit 2)."""
-
-  def error(self, message):
-    raise cli.UsageError(message)
-
-
-def parse_args(argv):
-  """(launcher options, train flags) of argv[1:], split at the first `--`.
-
-  The launcher parses its own flags with argparse, not absl: absl.logging
-  already owns `--log_dir`, and the train flags are passed on unparsed.
-  """
-  args = list(argv[1:])
-  split = args.index('--') if '--' in args else len(args)
-  parser = _Parser(prog='npu_launch.py', description=__doc__.split('\n')[0])
-  parser.add_argument('--rank_table_file',
-                      help='HCCL rank table (JSON, version 1.0), e.g. '
+def define_flags():
+  """The launcher's flags; `--log_dir` is absl.logging's own flag, reused."""
+  flags.DEFINE_string('rank_table_file', None,
+                      'HCCL rank table (JSON, version 1.0), e.g. '
                       'launch/configs/hccl_8p.json.')
-  parser.add_argument('--log_dir',
-                      help='Per-rank logs rank_<r>.log (default '
-                      'MODEL_DIR/logs).')
-  parser.add_argument('--server_id',
-                      help='This machine\'s server_id in the table (needed '
-                      'when the table lists several servers).')
-  parser.add_argument('--program',
-                      help='Command each rank runs, before the flags after '
-                      '--. Default: this Python with launch/train.py.')
-  return parser.parse_args(args[:split]), args[split + 1:]
+  flags.DEFINE_string('server_id', None,
+                      'This machine\'s server_id in the table (needed when '
+                      'the table lists several servers).')
+  flags.DEFINE_string('program', None,
+                      'Command each rank runs, before the flags after --. '
+                      'Default: this Python with launch/train.py.')
 
 
 def model_dir_flag(args):
@@ -226,14 +211,20 @@ def _stop(processes):
 
 
 def main(argv):
-  try:
-    options, train_args = parse_args(argv)
-    run(plan(options, train_args))
-  except cli.UsageError as e:
-    cli.fail(e, cli.EXIT_USAGE_ERROR)
-  except cli.RunError as e:
-    cli.fail(e, cli.EXIT_DATA_ERROR)
+  # absl stops at `--` and returns what follows: the train flags. Anything
+  # else left over came before `--` and is not a launcher flag.
+  train_args = argv[1:]
+  if train_args and '--' not in sys.argv:
+    raise cli.UsageError('unrecognized arguments: %s' % ' '.join(train_args))
+  options = types.SimpleNamespace(
+      rank_table_file=FLAGS.rank_table_file, server_id=FLAGS.server_id,
+      program=FLAGS.program,
+      # absl.logging's own flag, whose default is $TEST_TMPDIR under Bazel:
+      # only a --log_dir on the command line counts.
+      log_dir=FLAGS.log_dir if FLAGS['log_dir'].present else None)
+  run(plan(options, train_args))
 
 
 if __name__ == '__main__':
-  main(sys.argv)
+  define_flags()
+  cli.run(main)

@@ -25,7 +25,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 # pylint: disable=g-import-not-at-top,wrong-import-position
-from launch import quiet  # pylint: disable=unused-import  (before TensorFlow)
+from runner import quiet  # pylint: disable=unused-import  (before TensorFlow)
 from absl import flags
 import tensorflow.compat.v1 as tf
 
@@ -34,59 +34,59 @@ from input_pipeline import readers
 from input_pipeline import splits as splits_lib
 from input_pipeline import writer
 from input_pipeline.errors import DataError
-from launch import cli
-
-DEFAULT_SOURCE_DIRS = {'fashion_mnist': '/usr/share/datasets/fashion-mnist'}
-KINDS = ('fashion_mnist', 'mnist', 'cifar10', 'cifar100', 'svhn',
-         'image_folder')
-
-flags.DEFINE_string('dataset', None, 'Raw dataset to prepare: %s or tfds:NAME.'
-                    % ', '.join(KINDS))
-flags.DEFINE_string('source_dir', None,
-                    'Directory of the raw files (TFDS data directory for '
-                    'tfds:NAME). Default for fashion_mnist: %s.'
-                    % DEFAULT_SOURCE_DIRS['fashion_mnist'])
-flags.DEFINE_string('data_dir', None, 'DATA directory of prepared datasets.')
-flags.DEFINE_string('name', None,
-                    'Name of the prepared dataset (default: the --dataset '
-                    'kind, the TFDS name, or the source folder name for '
-                    'image_folder; cifar100_coarse with --coarse_labels).')
-flags.DEFINE_bool('coarse_labels', False, 'cifar100: the 20 superclasses.')
-flags.DEFINE_bool('svhn_extra', False, 'svhn: also read extra_32x32.mat as '
-                  'the extra split.')
-flags.DEFINE_bool('zca', False, 'Fit ZCA on the train split (zca.npz).')
-flags.DEFINE_integer('image_size', 0, 'image_folder: resize every image to '
-                     'this square size (0: keep).')
-flags.DEFINE_enum('channels', '0', ['0', '1', '3'], 'Channels of the '
-                  'prepared images: 1 (grey) or 3 (RGB); 0: 1 when every '
-                  'image is grey, else 3. Alpha is dropped, grey repeated.')
-flags.DEFINE_string('unlabeled_dir', 'unlabeled', 'image_folder: folder of '
-                    'unlabeled images inside --source_dir ("" for none).')
-flags.DEFINE_bool('overwrite', False, 'Replace existing datasets / splits. '
-                  'A dataset\'s splits are kept when the new data holds the '
-                  'same records; otherwise see --drop_splits.')
-flags.DEFINE_bool('drop_splits', False, 'With --overwrite of a dataset whose '
-                  'records change: delete its splits (without it the '
-                  'overwrite is refused while splits exist).')
-flags.DEFINE_multi_string('split', [], 'Split NAME.SEED@LABELS-VALID[.TAG] to '
-                          'create (repeatable).')
-flags.DEFINE_list('labeled_classes', None, 'Splits: classes (ids or names) of '
-                  'the labeled and valid images.')
-flags.DEFINE_list('unlabeled_classes', None, 'Splits: classes (ids or names) '
-                  'the unlabeled pool keeps.')
-flags.DEFINE_list('extra_unlabeled', [], 'Splits: prepared datasets '
-                  'other[:split] appended to the unlabeled pool.')
-flags.DEFINE_multi_string('verify', [], 'Dataset or split to check record by '
-                          'record (repeatable).')
+from runner import cli
 
 FLAGS = flags.FLAGS
+
+
+def define_flags():
+  flags.DEFINE_string('dataset', None,
+                      'Raw dataset to prepare: %s or tfds:NAME.'
+                      % ', '.join(readers.READERS))
+  flags.DEFINE_string('source_dir', None,
+                      'Directory of the raw files (TFDS data directory for '
+                      'tfds:NAME). Default for fashion_mnist: %s.'
+                      % readers.READERS['fashion_mnist'].default_source_dir)
+  flags.DEFINE_string('data_dir', None, 'DATA directory of prepared datasets.')
+  flags.DEFINE_string('name', None,
+                      'Name of the prepared dataset (default: the --dataset '
+                      'kind, the TFDS name, or the source folder name for '
+                      'image_folder; cifar100_coarse with --coarse_labels).')
+  flags.DEFINE_bool('coarse_labels', False, 'cifar100: the 20 superclasses.')
+  flags.DEFINE_bool('svhn_extra', False, 'svhn: also read extra_32x32.mat as '
+                    'the extra split.')
+  flags.DEFINE_bool('zca', False, 'Fit ZCA on the train split (zca.npz).')
+  flags.DEFINE_integer('image_size', 0, 'image_folder: resize every image to '
+                       'this square size (0: keep).')
+  flags.DEFINE_enum('channels', '0', ['0', '1', '3'], 'Channels of the '
+                    'prepared images: 1 (grey) or 3 (RGB); 0: 1 when every '
+                    'image is grey, else 3. Alpha is dropped, grey repeated.')
+  flags.DEFINE_string('unlabeled_dir', 'unlabeled', 'image_folder: folder of '
+                      'unlabeled images inside --source_dir ("" for none).')
+  flags.DEFINE_bool('overwrite', False, 'Replace existing datasets / '
+                    'splits. A dataset\'s splits are kept when the new data '
+                    'holds the same records; otherwise see --drop_splits.')
+  flags.DEFINE_bool('drop_splits', False, 'With --overwrite of a dataset '
+                    'whose records change: delete its splits (without it '
+                    'the overwrite is refused while splits exist).')
+  flags.DEFINE_multi_string('split', [], 'Split '
+                            'NAME.SEED@LABELS-VALID[.TAG] to create '
+                            '(repeatable).')
+  flags.DEFINE_list('labeled_classes', None, 'Splits: classes (ids or names) '
+                    'of the labeled and valid images.')
+  flags.DEFINE_list('unlabeled_classes', None, 'Splits: classes (ids or names) '
+                    'the unlabeled pool keeps.')
+  flags.DEFINE_list('extra_unlabeled', [], 'Splits: prepared datasets '
+                    'other[:split] appended to the unlabeled pool.')
+  flags.DEFINE_multi_string('verify', [], 'Dataset or split to check '
+                            'record by record (repeatable).')
 
 
 def _default_name(kind, source_dir):
   if FLAGS.name:
     return FLAGS.name
-  if kind.startswith('tfds:'):
-    return kind[len('tfds:'):].split(':')[0].replace('/', '_')
+  if kind.startswith(readers.TFDS_PREFIX):
+    return kind[len(readers.TFDS_PREFIX):].split(':')[0].replace('/', '_')
   if kind == 'image_folder':
     return os.path.basename(os.path.normpath(source_dir))
   if kind == 'cifar100' and FLAGS.coarse_labels:
@@ -96,15 +96,14 @@ def _default_name(kind, source_dir):
 
 def _check_dataset_flags(kind):
   """UsageError for an unknown kind or options that do not apply to it."""
-  if kind not in KINDS and not (kind.startswith('tfds:') and len(kind) > 5):
+  if not readers.is_dataset(kind):
     raise cli.UsageError('unknown --dataset=%s; known: %s, tfds:NAME'
-                         % (kind, ', '.join(KINDS)))
-  for flag, applies in (('coarse_labels', kind == 'cifar100'),
-                        ('svhn_extra', kind == 'svhn'),
-                        ('image_size', kind == 'image_folder')):
-    if FLAGS[flag].value and not applies:
-      raise cli.UsageError('--%s does not apply to --dataset=%s'
-                           % (flag, kind))
+                         % (kind, ', '.join(readers.READERS)))
+  for owner, reader in readers.READERS.items():
+    for flag in reader.options:
+      if FLAGS[flag].value and kind != owner:
+        raise cli.UsageError('--%s does not apply to --dataset=%s'
+                             % (flag, kind))
   if FLAGS.image_size < 0:
     raise cli.UsageError('--image_size must be >= 0')
 
@@ -113,8 +112,9 @@ def prepare(data_dir):
   """Reads --dataset from --source_dir and writes it to data_dir."""
   kind = FLAGS.dataset
   _check_dataset_flags(kind)
+  reader = readers.READERS.get(kind)
   source_dir = cli.resolve_path(FLAGS.source_dir or
-                                DEFAULT_SOURCE_DIRS.get(kind))
+                                (reader and reader.default_source_dir))
   if not source_dir:
     raise cli.UsageError('--source_dir is required for --dataset=%s' % kind)
   name = _default_name(kind, source_dir)
@@ -214,4 +214,5 @@ def main(argv):
 
 
 if __name__ == '__main__':
+  define_flags()
   cli.run(main)

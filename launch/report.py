@@ -33,7 +33,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 # pylint: disable=g-import-not-at-top,wrong-import-position
-from launch import quiet  # pylint: disable=unused-import  (before TensorFlow)
+from runner import quiet  # pylint: disable=unused-import  (before TensorFlow)
 from absl import flags
 import matplotlib
 matplotlib.use('Agg')
@@ -43,14 +43,15 @@ import numpy as np
 import tensorflow.compat.v1 as tf
 
 from input_pipeline import errors
+from input_pipeline import fileio
 from input_pipeline import inputs
 from input_pipeline import sources
-from launch import cli
-from launch import devices
-from launch import eval as eval_lib
-from launch import model_dir as model_dir_lib
-from launch import params as params_lib
 from model_fns import core
+from runner import cli
+from runner import devices
+from runner import model_dir as model_dir_lib
+from runner import params as params_lib
+from runner import results as results_lib
 
 FLAGS = flags.FLAGS
 REPORT_FILE = 'report.md'
@@ -128,7 +129,7 @@ def load_run(model_dir, name=None):
     if os.path.isdir(path):
       evals[os.path.basename(path)[len(EVAL_PREFIX):]] = read_scalars(path)
   results = None
-  results_path = os.path.join(model_dir, eval_lib.RESULTS_FILE)
+  results_path = os.path.join(model_dir, results_lib.RESULTS_FILE)
   if os.path.exists(results_path):
     try:
       with open(results_path) as f:
@@ -272,8 +273,9 @@ def confusion_matrix(run, batch_size=256, data_dir=None):
                        mask=features['mask'])
     return spec._replace(predictions=predictions)
 
-  estimator, _ = devices.make_estimator(model_fn, run.model_dir, params,
-                                        {'device': 'cpu'})
+  config = tf.estimator.RunConfig(
+      **devices.run_config_args(run.model_dir, params, {'device': 'cpu'}))
+  estimator = tf.estimator.Estimator(model_fn, config=config, params=params)
   matrix = np.zeros([num_classes, num_classes], np.int64)
   predict_fn = inputs.predict_input_fn(source, 'test', batch_size, params)
   for batch in estimator.predict(predict_fn, checkpoint_path=checkpoint,
@@ -331,7 +333,7 @@ def _summary_row(run):
   def test(row):
     return _cell((rows.get(row) or {}).get('test'))
 
-  top = eval_lib.headline(results) if rows else {'row': None,
+  top = results_lib.headline(results) if rows else {'row': None,
                                                    'accuracy': None}
   loss = _final(run, LOSS_PREFIX + 'total')
   step = results.get('step')
@@ -375,9 +377,10 @@ def _table(header, rows):
 
 def eval_table(results):
   """eval_results.json's table (rows raw/ema/tuned_*, accuracy %) as Markdown."""
-  columns = [c for c in eval_lib.COLUMNS if c in results.get('counts', {})]
+  columns = [c for c in results_lib.COLUMNS if c in results.get('counts', {})]
   rows = results['results']
-  order = list(eval_lib.ROWS) + [r for r in rows if r not in eval_lib.ROWS]
+  order = list(results_lib.ROWS) + [r for r in rows
+                                    if r not in results_lib.ROWS]
   header = [''] + ['%s (%d)' % (c, results['counts'][c]) for c in columns]
   return _table(header, [[r] + [_cell((rows.get(r) or {}).get(c))
                                 for c in columns] for r in order])
@@ -407,7 +410,7 @@ def markdown(runs, confusions, plots):
       lines += eval_table(run.results)
     else:
       lines.append('No %s: run `python launch/eval.py --model_dir=%s`.'
-                   % (eval_lib.RESULTS_FILE, run.model_dir))
+                   % (results_lib.RESULTS_FILE, run.model_dir))
     lines.append('')
     confusion = confusions.get(run.name)
     if confusion is None:
@@ -467,8 +470,8 @@ def _write_report(runs, confusions, output_dir):
       } for run in runs],
       'plots': plots,
   }
-  model_dir_lib.write_atomic(out(DATA_FILE), json.dumps(data, indent=2) + '\n')
-  model_dir_lib.write_atomic(out(REPORT_FILE),
+  fileio.write_atomic(out(DATA_FILE), json.dumps(data, indent=2) + '\n')
+  fileio.write_atomic(out(REPORT_FILE),
                              markdown(runs, confusions, plots))
   return plots, data
 

@@ -6,19 +6,19 @@ r"""Trains a semi-supervised classifier with periodic evaluation and resume.
       against the directory bazel was run from)
 
 Hyperparameters: algorithm defaults < --flagfile < explicit flags (see
-launch/params.py). The resolved params go to MODEL_DIR/params.json; running
+runner/params.py). The resolved params go to MODEL_DIR/params.json; running
 again with the same MODEL_DIR resumes from the newest checkpoint, and refuses
 params that would change the graph.
 
 Faults (README "What happens when..."): every flag and the data's
 description are checked before any work (exit 2); one process at a time
-holds MODEL_DIR/.lock (launch/model_dir.py); a NaN or Inf loss stops
+holds MODEL_DIR/.lock (runner/model_dir.py); a NaN or Inf loss stops
 training before the bad state is checkpointed (hooks.FiniteGuardHook,
 exit 1); a write the file system refuses (full disk, file-size limit) stops
 with the file named and the previous checkpoint intact (exit 1); a damaged
 shard found while training is named after re-checking the data (exit 1).
 
-With --distribution_strategy (launch/distribute.py, docs/distributed.md)
+With --distribution_strategy (runner/distribute.py, docs/distributed.md)
 training runs through tf.estimator.train_and_evaluate on the cluster of
 TF_CONFIG; the chief alone takes the lock, cleans MODEL_DIR, checks the data
 and writes params.json; --batch_size is per replica.
@@ -30,7 +30,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 # pylint: disable=g-import-not-at-top,wrong-import-position
-from launch import quiet  # pylint: disable=unused-import  (before TensorFlow)
+from runner import quiet  # pylint: disable=unused-import  (before TensorFlow)
 from absl import flags
 import numpy as np
 import tensorflow.compat.v1 as tf
@@ -43,15 +43,14 @@ from input_pipeline import sources
 from input_pipeline import splits as splits_lib
 from input_pipeline import writer
 from input_pipeline.errors import DataError
-from launch import cli
-from launch import devices
-from launch import distribute
-from launch import hooks
-from launch import model_dir as model_dir_lib
-from launch import params as params_lib
-from model_fns import base
 from model_fns import core
 from model_fns import registry
+from runner import cli
+from runner import devices
+from runner import distribute
+from runner import hooks
+from runner import model_dir as model_dir_lib
+from runner import params as params_lib
 
 FLAGS = flags.FLAGS
 
@@ -95,14 +94,6 @@ def dataset_name(flag_values):
     seed = flag_values.seed if flag_values.seed is not None else 1
     name = '%s.%d@%d-%d' % (name, seed, flag_values.labels, flag_values.valid)
   return name
-
-
-def images_per_step(needs):
-  """(labeled images, images through the network) per training step."""
-  total = needs.batch_size + needs.num_unlabeled * len(needs.unlabeled_views)
-  if needs.proxy:
-    total += needs.proxy_batch * 6
-  return needs.batch_size, total
 
 
 def check_options(opts, flag_values):
@@ -162,8 +153,8 @@ def check_memory(params, needs, eval_batch_size, memory=None):
   """UsageError for a batch whose tensors cannot fit in this machine's RAM
   (params.check_batch_memory), before any work. A batch larger than the
   labeled set is fine (the labeled stream repeats)."""
-  _, total = images_per_step(needs)
-  params_lib.check_batch_memory('batch_size', params['batch_size'], total,
+  params_lib.check_batch_memory('batch_size', params['batch_size'],
+                                needs.images_per_step,
                                 params['image_shape'], memory)
   params_lib.check_batch_memory('eval_batch_size', eval_batch_size,
                                 eval_batch_size, params['image_shape'], memory)
@@ -177,18 +168,6 @@ def check_steps(params, opts):
     if value % loop:
       raise cli.UsageError('--iterations_per_loop=%d does not divide '
                            '--%s=%d' % (loop, key, value))
-
-
-def add_data_params(params, needs, source):
-  """Adds to `params` the data facts the algorithm's input needs imply.
-
-  With `needs.unlabeled_index` (FlexMatch's per-example state, sized by the
-  pool the records' `index` addresses): `unlabeled_pool_size` and
-  `unlabeled_index_range` (`sources.unlabeled_pool`).
-  """
-  if needs.unlabeled_index:
-    params['unlabeled_pool_size'], params['unlabeled_index_range'] = (
-        sources.unlabeled_pool(source, needs.unlabeled_keeps_labeled))
 
 
 def run(flag_values, printer=print):
@@ -229,7 +208,7 @@ def _run(flag_values, printer, opts, strategy, cluster, shard, data_dir,
   params = params_lib.resolve(flag_values, facts)
   algorithm = registry.get(params['algorithm'])
   try:
-    params['train_steps'] = base.default_train_steps(params, source.counts)
+    params['train_steps'] = registry.default_train_steps(params, source.counts)
   except ValueError as e:
     raise cli.UsageError(str(e))
   params_lib.scale_schedules(params, params_lib.explicit_keys(flag_values))
@@ -237,7 +216,7 @@ def _run(flag_values, printer, opts, strategy, cluster, shard, data_dir,
     needs = algorithm.input_needs(params)
   except ValueError as e:
     raise cli.UsageError(str(e))
-  add_data_params(params, needs, source)
+  params_lib.add_data_params(params, needs, source)
   check_steps(params, opts)
   check_memory(params, needs, flag_values.eval_batch_size)
   # Every flag is checked: only now is MODEL_DIR created. A start that
@@ -326,6 +305,27 @@ def explain_failure(error, source, model_dir):
   return error
 
 
+def _start(params, opts, source, needs, model_dir, name, where, printer,
+           per=''):
+  """What both training paths start with: prints the run (and resume) line.
+
+  Returns:
+    (the part evaluated, the step training resumes from, the checkpoint and
+    evaluation interval in steps).
+  """
+  printer('training %s/%s on %s (%s), %d steps, %d labeled + %d total images '
+          'a step%s, model_dir %s' % (
+              params['algorithm'], params['network'], name, where,
+              params['train_steps'], needs.batch_size, needs.images_per_step,
+              per, model_dir))
+  checkpoint = model_dir_lib.latest_checkpoint(model_dir)
+  step = model_dir_lib.checkpoint_step(checkpoint) if checkpoint else 0
+  if step:
+    printer('resuming from %s (step %d)' % (checkpoint, step))
+  eval_part = 'valid' if source.counts.get('valid') else 'test'
+  return eval_part, step, max(1, opts['save_checkpoints_steps'])
+
+
 def _train(params, opts, source, needs, model_dir, name, eval_batch_size,
            printer, shard=(1, 0)):
   """The train / evaluate loop of `run`; returns the last metrics.
@@ -333,20 +333,11 @@ def _train(params, opts, source, needs, model_dir, name, eval_batch_size,
   `shard`: (num_shards, shard_index) of this process's input
   (devices.input_shard).
   """
-  estimator, device = devices.make_estimator(core.model_fn, model_dir, params,
-                                             opts)
-  eval_part = 'valid' if source.counts.get('valid') else 'test'
+  estimator, device = devices.make_estimator(model_dir, params, opts)
+  eval_part, step, every = _start(params, opts, source, needs, model_dir,
+                                  name, device, printer)
   last = params['train_steps']
-  labeled, total = images_per_step(needs)
-  printer('training %s/%s on %s (%s), %d steps, %d labeled + %d total images '
-          'a step, model_dir %s' % (params['algorithm'], params['network'],
-                                    name, device, last, labeled, total,
-                                    model_dir))
-  checkpoint = model_dir_lib.latest_checkpoint(model_dir)
-  step = model_dir_lib.checkpoint_step(checkpoint) if checkpoint else 0
-  if step:
-    printer('resuming from %s (step %d)' % (checkpoint, step))
-  every = max(1, opts['save_checkpoints_steps'])
+  labeled, total = needs.batch_size, needs.images_per_step
   num_shards, shard_index = shard
   norm = preprocessing.stored_norm(model_dir)
   metrics = {}
@@ -388,19 +379,12 @@ def _train_distributed(params, opts, source, needs, model_dir, name,
   estimator = distribute.make_estimator(core.model_fn, model_dir, params,
                                         opts, strategy, cpu_replicas)
   replicas = distribute.replicas_per_step(strategy_name, strategy)
-  eval_part = 'valid' if source.counts.get('valid') else 'test'
+  where = '%s, task %s, %d replica(s) a step' % (
+      strategy_name, cluster.task if cluster else 'local', replicas)
+  eval_part, step, every = _start(params, opts, source, needs, model_dir,
+                                  name, where, printer, ' per replica')
   last = params['train_steps']
-  labeled, total = images_per_step(needs)
-  task = cluster.task if cluster else 'local'
-  printer('training %s/%s on %s (%s, task %s, %d replica(s) a step), %d '
-          'steps, %d labeled + %d total images a step per replica, model_dir '
-          '%s' % (params['algorithm'], params['network'], name, strategy_name,
-                  task, replicas, last, labeled, total, model_dir))
-  checkpoint = model_dir_lib.latest_checkpoint(model_dir)
-  step = model_dir_lib.checkpoint_step(checkpoint) if checkpoint else 0
-  if step:
-    printer('resuming from %s (step %d)' % (checkpoint, step))
-  every = max(1, opts['save_checkpoints_steps'])
+  labeled, total = needs.batch_size, needs.images_per_step
   if strategy_name != 'multi_worker_mirrored' and (cluster is None or
                                                    cluster.is_chief):
     train_hooks = hooks.guarded_saver(model_dir, every, last)
@@ -433,7 +417,7 @@ def _train_distributed(params, opts, source, needs, model_dir, name,
   if cluster is None or not cluster.is_chief or 'evaluator' in cluster.spec:
     return {}
   with distribute.without_tf_config():
-    local, _ = devices.make_estimator(core.model_fn, model_dir, params, opts)
+    local, _ = devices.make_estimator(model_dir, params, opts)
     metrics = evaluate(local, source, eval_part, params, eval_batch_size)
   printer(line(metrics))
   return metrics

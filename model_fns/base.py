@@ -14,12 +14,8 @@ import tensorflow.compat.v1 as tf
 
 from input_pipeline import runtime
 from model_fns import networks
-from model_fns import registry
 
 MODEL_SCOPE = 'model'
-
-# Libml's unit of training length: an "epoch" is 65536 labeled images.
-LIBML_EPOCH_IMAGES = 65536
 
 
 class LossResult(
@@ -52,10 +48,19 @@ class Model(object):
       `head_dropout` and whatever the network reads).
     network_fn: optional `build(images, training, params) -> [B, D]` used
       instead of `networks.get(params['network'])` (tests use a tiny one).
+    process_sum: optional `fn(tensor) -> tensor` summing over the job's
+      processes (Ascend ranks); statistics that must agree on every process
+      pass it to `ssl_state`.
+
+  Attributes:
+    ema: the `tf.train.ExponentialMovingAverage` of the weights once
+      `spec.training_ema(model)` made it, else None.
   """
 
-  def __init__(self, params, network_fn=None):
+  def __init__(self, params, network_fn=None, process_sum=None):
     self.params = params
+    self.process_sum = process_sum
+    self.ema = None
     self._network_fn = network_fn or networks.get(params['network'])
 
   def embed(self, images, training):
@@ -95,35 +100,3 @@ def ops_created_by(fn, *args, **kwargs):
   created = [op for op in tf.get_collection(tf.GraphKeys.UPDATE_OPS)
              if op not in before]
   return result, created
-
-
-def default_train_steps(params, counts):
-  """Number of training steps (the schedule length) for resolved params.
-
-  `params['train_steps']` wins when positive. Otherwise the algorithm module
-  named by `params['algorithm']` decides when it defines
-  `train_steps(params, counts)` (SESEMI counts epochs over its image pool);
-  the fallback is libml's convention, `epochs` units of 65536 labeled images:
-  `epochs * 65536 // batch_size`.
-
-  Args:
-    params: resolved params dict.
-    counts: dict part -> number of images (`labeled`, `unlabeled`, `valid`,
-      `test`, `train`), as in `input_pipeline.sources.DataSource.counts`.
-
-  Returns:
-    A positive int.
-
-  Raises:
-    ValueError: neither `train_steps` nor `epochs` is positive.
-  """
-  if params['train_steps'] > 0:
-    return int(params['train_steps'])
-  if params['epochs'] <= 0:
-    raise ValueError('set --train_steps or --epochs to a positive value')
-  module = registry.get(params['algorithm'])
-  if hasattr(module, 'train_steps'):
-    steps = module.train_steps(params, counts)
-  else:
-    steps = params['epochs'] * LIBML_EPOCH_IMAGES // params['batch_size']
-  return max(1, int(steps))

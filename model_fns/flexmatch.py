@@ -78,7 +78,7 @@ def train_losses(features, labels, params, model):
   probs = tf.stop_gradient(tf.nn.softmax(logits_weak))
   pseudo = tf.argmax(probs, axis=1)
   state = ssl_state.PerExampleState('flexmatch_selected_label', index_range)
-  counts = state.class_counts(num_classes)
+  counts = state.class_counts(num_classes, model.process_sum)
   beta = ssl_state.flexmatch_class_weights(counts, pool_size,
                                            params['thresh_warmup'])
   thresholds = ssl_state.flexmatch_thresholds(beta, confidence)

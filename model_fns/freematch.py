@@ -53,7 +53,7 @@ def input_needs(params):
   return ssl_state.fixmatch_like_needs(params)
 
 
-def update_statistics(probs, num_classes, momentum):
+def update_statistics(probs, num_classes, momentum, process_sum=None):
   """FreeMatch's running statistics after this batch; (stats dict, assign ops).
 
   Keys: 'threshold' (tau_t), 'p_model', 'label_hist'; variables
@@ -62,10 +62,11 @@ def update_statistics(probs, num_classes, momentum):
   prior = 1. / num_classes
   stats, ops = {}, []
   batch = {
-      'threshold': ssl_state.global_mean(tf.reduce_max(probs, axis=1)),
-      'p_model': ssl_state.global_mean(probs),
+      'threshold': ssl_state.global_mean(tf.reduce_max(probs, axis=1),
+                                        process_sum),
+      'p_model': ssl_state.global_mean(probs, process_sum),
       'label_hist': ssl_state.global_mean(
-          tf.one_hot(tf.argmax(probs, axis=1), num_classes)),
+          tf.one_hot(tf.argmax(probs, axis=1), num_classes), process_sum),
   }
   for key, shape in (('threshold', []), ('p_model', [num_classes]),
                      ('label_hist', [num_classes])):
@@ -82,7 +83,8 @@ def train_losses(features, labels, params, model):
       ssl_state.weak_strong_logits(features, model))
   probs = tf.stop_gradient(tf.nn.softmax(logits_weak))
   stats, stat_ops = update_statistics(probs, params['num_classes'],
-                                      float(params['stats_momentum']))
+                                      float(params['stats_momentum']),
+                                      model.process_sum)
   thresholds = ssl_state.freematch_thresholds(stats['threshold'],
                                               stats['p_model'])
   mask = ssl_state.class_threshold_mask(probs, thresholds)

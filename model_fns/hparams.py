@@ -1,10 +1,13 @@
 """Hyperparameters shared by every algorithm, with their defaults.
 
-Precedence (resolved in launch/params.py): COMMON_DEFAULTS < the algorithm
+Precedence (resolved in runner/params.py): COMMON_DEFAULTS < the algorithm
 module's DEFAULTS < --flagfile < explicit flags. `params` handed to a model_fn
 is a plain dict holding every key below plus the algorithm's own keys and
 the data facts (`num_classes`, `image_shape`).
 """
+
+# Libml's unit of training length: an "epoch" is 65536 labeled images.
+LIBML_EPOCH_IMAGES = 65536
 
 COMMON_DEFAULTS = {
     # What to train.

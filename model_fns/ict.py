@@ -49,7 +49,7 @@ def train_losses(features, labels, params, model):
   ssl_common.check_teacher_decay(params)
   xe, update_ops = ssl_common.labeled_xe(features, labels, model)
   (unlabeled,) = ssl_common.split_views(features['unlabeled_views'])
-  teacher = ssl_common.teacher_logits(model, unlabeled, params)
+  teacher = ssl_common.teacher_logits(model, unlabeled)
   mixed_u, mixed_targets, _, _ = ssl_common.mixup(
       unlabeled, tf.nn.softmax(teacher), params['beta'])
   student = tf.nn.softmax(model.logits(mixed_u, training=True))

@@ -45,7 +45,7 @@ def train_losses(features, labels, params, model):
   ssl_common.check_teacher_decay(params)
   xe, update_ops = ssl_common.labeled_xe(features, labels, model)
   view_1, view_2 = ssl_common.split_views(features['unlabeled_views'])
-  teacher = ssl_common.teacher_logits(model, view_1, params)
+  teacher = ssl_common.teacher_logits(model, view_1)
   student = tf.nn.softmax(model.logits(view_2, training=True))
   mt = tf.reduce_mean(tf.square(tf.nn.softmax(teacher) - student))
   return ssl_common.ramped_consistency(xe, 'mt', mt, params, update_ops)

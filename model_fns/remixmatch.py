@@ -109,7 +109,7 @@ def rotate_quarters(images):
   return tf.concat(rotated, axis=0), tf.concat(labels, axis=0)
 
 
-def guess(probs_weak, labels_onehot, params):
+def guess(probs_weak, labels_onehot, params, process_sum=None):
   """(sharpened aligned guess, assign ops updating p_model and p_data).
 
   Uses the distributions as of before this batch; the updates wait for the
@@ -133,10 +133,11 @@ def guess(probs_weak, labels_onehot, params):
   if params['dist_align']:
     with tf.control_dependencies([target]):
       _, op = ssl_state.buffer_mean_update(
-          buffer, ssl_state.global_mean(probs_weak))
+          buffer, ssl_state.global_mean(probs_weak, process_sum))
       ops.append(op)
       _, op = ssl_state.ema_update(
-          p_data_var, ssl_state.global_mean(labels_onehot), P_DATA_MOMENTUM)
+          p_data_var, ssl_state.global_mean(labels_onehot, process_sum),
+          P_DATA_MOMENTUM)
       ops.append(op)
   return target, ops
 
@@ -157,7 +158,7 @@ def train_losses(features, labels, params, model):
 
   # Passes whose batch-norm updates are dropped: guess, pre-mixup, rotation.
   target, stat_ops = guess(tf.nn.softmax(model.logits(weak, training=True)),
-                           targets_x, params)
+                           targets_x, params, model.process_sum)
   kl = tf.reduce_mean(ssl_common.softmax_xe(
       target, model.logits(strong[0], training=True)))
   rotated, rotation_labels = rotate_quarters(strong[0])

@@ -52,7 +52,7 @@ def input_needs(params):
   return ssl_state.fixmatch_like_needs(params)
 
 
-def soft_mask(probs, params):
+def soft_mask(probs, params, process_sum=None):
   """(weights [U], assign ops, mu_t, var_t) of this batch (see above)."""
   num_classes = params['num_classes']
   momentum = float(params['stats_momentum'])
@@ -60,11 +60,12 @@ def soft_mask(probs, params):
   if params['dist_align']:
     p_model = ssl_state.state_variable('softmatch_p_model', [num_classes], 0.)
     p_model, op = ssl_state.ema_update_first_set(
-        p_model, ssl_state.global_mean(probs), momentum)
+        p_model, ssl_state.global_mean(probs, process_sum), momentum)
     ops.append(op)
     probs = ssl_state.align(probs, 1. / num_classes, p_model)
   max_probs = tf.reduce_max(probs, axis=1)
-  batch_mean, batch_var = ssl_state.global_mean_and_variance(max_probs)
+  batch_mean, batch_var = ssl_state.global_mean_and_variance(max_probs,
+                                                             process_sum)
   mean, op = ssl_state.ema_update(
       ssl_state.state_variable('softmatch_mean', [], 1. / num_classes),
       batch_mean, momentum)
@@ -83,7 +84,7 @@ def train_losses(features, labels, params, model):
   logits_x, logits_weak, logits_strong, update_ops = (
       ssl_state.weak_strong_logits(features, model))
   probs = tf.stop_gradient(tf.nn.softmax(logits_weak))
-  weights, stat_ops, mean, _ = soft_mask(probs, params)
+  weights, stat_ops, mean, _ = soft_mask(probs, params, model.process_sum)
   xe = ssl_state.mean_xe(labels, logits_x)
   xeu = ssl_state.mean_xe(tf.argmax(probs, axis=1), logits_strong, weights)
   return base.LossResult(

@@ -13,7 +13,7 @@ One training step (`build_train_spec`) runs, in this order:
   2. decoupled weight decay `kernel <- kernel * (1 - weight_decay * lr)`
      when `weight_decay > 0`;
   3. the EMA update of every trainable variable when `ema_decay > 0` (the
-     graph's one EMA object, `training_ema`, which losses may read), with
+     model's one EMA object, `training_ema`, which losses may read), with
      TensorFlow's warm-up: decay `min(ema_decay, (1 + n) / (10 + n))` after
      n completed steps;
   4. the global step increment.
@@ -28,16 +28,13 @@ minimised total) and `train/lr:0`. Summaries: `losses/<term>`,
 Eval and predict name their logits `inference/logits:0` and, when the EMA
 model is built, `inference/ema_logits:0`.
 
-Launch seam (`launch_hooks`): the launch layer may wrap the optimizer (Ascend:
-NPUDistributedOptimizer, NPULossScaleOptimizer) and sum the eval metrics'
-totals across processes (Ascend: an HCCL all-reduce) without model_fns
-knowing the device; the algorithms never see either.
+The runner may wrap the optimizer (Ascend: NPUDistributedOptimizer,
+NPULossScaleOptimizer) and sum the eval metrics' totals across processes
+(Ascend: an HCCL all-reduce) through `core.make_model_fn`'s arguments.
 """
 
 import collections
-import contextlib
 import math
-import weakref
 
 import tensorflow.compat.v1 as tf
 
@@ -47,12 +44,6 @@ LOG_COLLECTION = 'train_log'
 OPTIMIZERS = ('sgd', 'adam')
 SCHEDULES = ('constant', 'poly', 'cosine')
 MAX_IMAGE_SUMMARIES = 3
-
-# Set by `launch_hooks` while the launch layer's model_fn runs.
-_LAUNCH_HOOKS = {'wrap_optimizer': None, 'reduce_sum': None}
-
-# The one ExponentialMovingAverage of each graph (see `training_ema`).
-_GRAPH_EMA = weakref.WeakKeyDictionary()
 
 
 def learning_rate(global_step, params):
@@ -102,41 +93,6 @@ def make_optimizer(params, lr):
     return tf.train.AdamOptimizer(lr)
   raise ValueError('unknown optimizer %r; known: %s'
                    % (name, ', '.join(OPTIMIZERS)))
-
-
-@contextlib.contextmanager
-def launch_hooks(wrap_optimizer=None, reduce_sum=None):
-  """Within the block, training and eval specs use the launch layer's hooks.
-
-  launch/devices.py enters it around each call of the Estimator's model_fn
-  (the spec is built inside that call); the previous hooks come back on exit.
-
-  Args:
-    wrap_optimizer: `fn(optimizer) -> optimizer` applied to the optimizer of
-      `make_optimizer` before `minimize` (Ascend: distributed gradient
-      averaging, loss scaling).
-    reduce_sum: `fn(tensor) -> tensor` summing a tensor over all processes
-      of the job. Eval accuracies are then computed as
-      `reduce_sum(correct total) / reduce_sum(weight total)`, the same
-      number on every process.
-  """
-  previous = dict(_LAUNCH_HOOKS)
-  _LAUNCH_HOOKS.update(wrap_optimizer=wrap_optimizer, reduce_sum=reduce_sum)
-  try:
-    yield
-  finally:
-    _LAUNCH_HOOKS.update(previous)
-
-
-def process_sum(tensor):
-  """`tensor` summed over the job's processes by the launch layer's hook.
-
-  Ascend with RANK_SIZE > 1: the HCCL all-reduce of `launch_hooks`; else
-  `tensor` unchanged. Algorithms whose running statistics must agree on every
-  process (ssl_state.py) sum their batch statistics with it.
-  """
-  reduce_sum = _LAUNCH_HOOKS['reduce_sum']
-  return tensor if reduce_sum is None else reduce_sum(tensor)
 
 
 def kernel_variables():
@@ -191,28 +147,45 @@ def ema_getter(ema):
   return custom_getter
 
 
-def training_ema(params):
-  """The graph's one EMA of the model weights (decay `ema_decay`).
+def training_ema(model):
+  """The model's one EMA of its weights (decay `ema_decay`), `model.ema`.
 
   Creates the shadow variables (`<variable>/ExponentialMovingAverage`) of
   every trainable variable that exists now and returns the
-  `tf.train.ExponentialMovingAverage`; later calls in the same graph return
-  the same object. `build_train_spec` updates this object's averages after
-  the optimizer step, and eval/predict read it, so an algorithm whose loss
-  uses the EMA model (Mean Teacher, ICT: `model.logits` under a variable
-  scope with `custom_getter=ema_getter(training_ema(params))`) reads the
+  `tf.train.ExponentialMovingAverage`; later calls with the same model return
+  the same object. `build_train_spec` updates its averages after the
+  optimizer step and eval/predict read it, so an algorithm whose loss uses
+  the EMA model (Mean Teacher, ICT: `ssl_common.teacher_logits`) reads the
   weights that eval reports and export serves, as of before this step's
   update. Call it at the top-level variable scope (shadow names depend on
   it) after the model's variables exist.
 
+  It warms up with TensorFlow's `num_updates` rule: the update after n
+  completed steps (n = the global step) uses the decay
+  `min(ema_decay, (1 + n) / (10 + n))`, so a short run's EMA does not keep
+  most of the initial weights (without it, 0.999 keeps 0.999^n of them:
+  19% after 1,670 steps).
+
   Raises:
     ValueError: `ema_decay` is not in (0, 1).
   """
-  ema = _graph_ema(params)
+  ema = _model_ema(model)
   # Creates the missing shadow variables; the returned update op is unused
   # (build_train_spec makes the one that runs after the step).
   _apply_ema(ema, tf.trainable_variables())
   return ema
+
+
+def _model_ema(model):
+  """`model.ema`, created (without shadow variables) on first use."""
+  if model.ema is None:
+    decay = model.params['ema_decay']
+    if not 0 < decay < 1:
+      raise ValueError('the EMA model needs 0 < ema_decay < 1, got %r'
+                       % decay)
+    model.ema = tf.train.ExponentialMovingAverage(
+        decay, num_updates=tf.train.get_or_create_global_step())
+  return model.ema
 
 
 def _apply_ema(ema, variables):
@@ -228,25 +201,6 @@ def _apply_ema(ema, variables):
   if not tf.distribute.has_strategy() or context is None:
     return ema.apply(variables)
   return context.merge_call(lambda _: ema.apply(variables))
-
-
-def _graph_ema(params):
-  """The default graph's ExponentialMovingAverage, created on first use.
-
-  It warms up with TensorFlow's `num_updates` rule: the update after n
-  completed steps (n = the global step) uses the decay
-  `min(ema_decay, (1 + n) / (10 + n))`, so a short run's EMA does not keep
-  most of the initial weights (without it, 0.999 keeps 0.999^n of them:
-  19% after 1,670 steps).
-  """
-  decay = params['ema_decay']
-  if not 0 < decay < 1:
-    raise ValueError('the EMA model needs 0 < ema_decay < 1, got %r' % decay)
-  graph = tf.get_default_graph()
-  if graph not in _GRAPH_EMA:
-    _GRAPH_EMA[graph] = tf.train.ExponentialMovingAverage(
-        decay, num_updates=tf.train.get_or_create_global_step())
-  return _GRAPH_EMA[graph]
 
 
 def _log_and_summarise(terms, total, lr, summaries, features):
@@ -268,19 +222,23 @@ def _log_and_summarise(terms, total, lr, summaries, features):
                      max_outputs=MAX_IMAGE_SUMMARIES)
 
 
-def build_train_spec(losses, params, features=None):
+def build_train_spec(losses, model, features=None, wrap_optimizer=None):
   """EstimatorSpec for TRAIN from an algorithm's `LossResult`.
 
   Args:
     losses: `base.LossResult`.
-    params: resolved params (optimizer, schedule, regularisation, EMA keys of
-      `hparams.COMMON_DEFAULTS`, and `train_steps` for decaying schedules).
+    model: the `base.Model` the losses were built with; its `params` hold the
+      optimizer, schedule, regularisation and EMA keys of
+      `hparams.COMMON_DEFAULTS`, and `train_steps` for decaying schedules.
     features: the training features dict; its 'image' is summarised.
+    wrap_optimizer: optional `fn(optimizer) -> optimizer` applied before
+      `minimize` (Ascend: NPUDistributedOptimizer, NPULossScaleOptimizer).
 
   Returns:
     `tf.estimator.EstimatorSpec` whose train_op performs the step described
     in the module docstring.
   """
+  params = model.params
   global_step = tf.train.get_or_create_global_step()
   lr = learning_rate(global_step, params)
   terms = collections.OrderedDict(losses.terms)
@@ -295,8 +253,8 @@ def build_train_spec(losses, params, features=None):
   else:
     update_ops = list(losses.update_ops)
   optimizer = make_optimizer(params, lr)
-  if _LAUNCH_HOOKS['wrap_optimizer'] is not None:
-    optimizer = _LAUNCH_HOOKS['wrap_optimizer'](optimizer)
+  if wrap_optimizer is not None:
+    optimizer = wrap_optimizer(optimizer)
   # Every forward read (loss terms, an EMA teacher) happens before any
   # variable is updated, even where a gradient does not need the value.
   with tf.control_dependencies(update_ops + [total] + list(terms.values())):
@@ -306,7 +264,7 @@ def build_train_spec(losses, params, features=None):
       last = tf.group(*decoupled_decay_ops(
           kernel_variables(), float(params['weight_decay']) * lr))
   if params['ema_decay'] > 0:
-    ema = _graph_ema(params)
+    ema = _model_ema(model)
     with tf.control_dependencies([last]):
       last = _apply_ema(ema, tf.trainable_variables())
   with tf.control_dependencies([last]):
@@ -315,32 +273,39 @@ def build_train_spec(losses, params, features=None):
                                     train_op=train_op)
 
 
-def _raw_and_ema_logits(model, images, params, with_ema):
+def inference_logits(model, images, with_ema):
   """Inference logits of the raw model and, if `with_ema`, of the EMA one.
 
-  The EMA shadow variables are created as in training (`training_ema`), so
-  they get the training names and are restored from the checkpoint.
+  Eval, predict and launch/eval.py read the models through it. The EMA
+  shadow variables are created as in training (`training_ema`), so they get
+  the training names and are restored from the checkpoint.
+
+  Returns:
+    (raw logits `inference/logits`, EMA logits `inference/ema_logits` or
+    None).
   """
   raw = tf.identity(model.logits(images, training=False),
                     name='inference/logits')
   if not with_ema:
     return raw, None
-  getter = ema_getter(training_ema(params))
+  getter = ema_getter(training_ema(model))
   with tf.variable_scope(tf.get_variable_scope(), custom_getter=getter,
                          reuse=True):
     ema_logits = model.logits(images, training=False)
   return raw, tf.identity(ema_logits, name='inference/ema_logits')
 
 
-def build_eval_spec(features, labels, params, model):
+def build_eval_spec(features, labels, model):
   """EstimatorSpec for EVAL: raw and EMA accuracy from one pass.
 
   Metrics: `accuracy` (raw weights) and, only when `ema_decay > 0`,
   `ema/accuracy` (there is no separate EMA model otherwise; launch shows
   '-'). Both are weighted by `features['mask']` (padding of the last batch)
   when present; images with label -1 get weight 0. Loss: the raw model's
-  mean cross-entropy over the weighted images.
+  mean cross-entropy over the weighted images. With `model.process_sum`
+  (Ascend ranks) the accuracies are summed across processes.
   """
+  params = model.params
   if labels is None:
     labels = features['label']
   labels = tf.cast(labels, tf.int64)
@@ -348,31 +313,31 @@ def build_eval_spec(features, labels, params, model):
   if 'mask' in features:
     weights *= tf.cast(features['mask'], tf.float32)
   safe_labels = tf.maximum(labels, 0)
-  raw, ema = _raw_and_ema_logits(model, features['image'], params,
-                                 with_ema=params['ema_decay'] > 0)
+  raw, ema = inference_logits(model, features['image'],
+                              with_ema=params['ema_decay'] > 0)
   xe = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=safe_labels,
                                                       logits=raw)
   loss = tf.reduce_sum(xe * weights) / tf.maximum(tf.reduce_sum(weights), 1.)
-  metrics = {'accuracy': _accuracy(safe_labels, raw, weights, 'accuracy')}
+  metrics = {'accuracy': _accuracy(safe_labels, raw, weights, 'accuracy',
+                                  model.process_sum)}
   if ema is not None:
     metrics['ema/accuracy'] = _accuracy(safe_labels, ema, weights,
-                                        'ema_accuracy')
+                                        'ema_accuracy', model.process_sum)
   return tf.estimator.EstimatorSpec(tf.estimator.ModeKeys.EVAL, loss=loss,
                                     eval_metric_ops=metrics)
 
 
-def _accuracy(labels, logits, weights, name):
-  """Weighted accuracy metric; summed across processes under `launch_hooks`.
+def _accuracy(labels, logits, weights, name, process_sum=None):
+  """Weighted accuracy metric, summed across processes by `process_sum`.
 
-  Without a `reduce_sum` hook this is `tf.metrics.accuracy`. With one, the
-  metric keeps its own running totals (local metric variables `total`,
-  `count` under scope `name`) and its value is
-  `reduce_sum(total) / reduce_sum(count)`; the update op's value is this
+  Without `process_sum` this is `tf.metrics.accuracy`. With it, the metric
+  keeps its own running totals (local metric variables `total`, `count`
+  under scope `name`) and its value is
+  `process_sum(total) / process_sum(count)`; the update op's value is this
   process's running accuracy.
   """
   predictions = tf.argmax(logits, axis=1)
-  reduce_sum = _LAUNCH_HOOKS['reduce_sum']
-  if reduce_sum is None:
+  if process_sum is None:
     return tf.metrics.accuracy(labels, predictions, weights=weights)
   correct = tf.cast(tf.equal(labels, predictions), tf.float32)
   with tf.variable_scope(None, default_name=name):
@@ -384,17 +349,18 @@ def _accuracy(labels, logits, weights, name):
   update = tf.div_no_nan(
       tf.assign_add(total, tf.reduce_sum(correct * weights)),
       tf.assign_add(count, tf.reduce_sum(weights)))
-  return tf.div_no_nan(reduce_sum(total), reduce_sum(count)), update
+  return tf.div_no_nan(process_sum(total), process_sum(count)), update
 
 
-def build_predict_spec(features, params, model):
+def build_predict_spec(features, model):
   """EstimatorSpec for PREDICT with `logits`, `probabilities`, `classes`.
 
   Uses the EMA weights when `ema_decay > 0` and `predict_with_ema`, else the
   raw ones. The same dict is the default serving signature's outputs.
   """
-  raw, ema = _raw_and_ema_logits(
-      model, features['image'], params,
+  params = model.params
+  raw, ema = inference_logits(
+      model, features['image'],
       with_ema=params['ema_decay'] > 0 and params['predict_with_ema'])
   logits = raw if ema is None else ema
   predictions = {

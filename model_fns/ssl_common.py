@@ -335,7 +335,7 @@ def vat_perturbation(logits_fn, x, logits, xi, eps, iterations=1, seed=None):
   return eps * _unit_l2(d)
 
 
-def teacher_logits(model, images, params):
+def teacher_logits(model, images):
   """Logits of the EMA "teacher" of the model (Mean Teacher, ICT).
 
   The teacher is the spec builder's EMA model, as in libml: the trainable
@@ -350,12 +350,11 @@ def teacher_logits(model, images, params):
     model: `base.Model` whose variables already exist (call `model.logits`
       on the labeled batch first), at the top-level variable scope.
     images: `[N,H,W,C]` teacher input.
-    params: resolved params (reads `ema_decay`).
 
   Returns:
     float32 `[N, classes]` teacher logits without gradient.
   """
-  getter = spec.ema_getter(spec.training_ema(params))
+  getter = spec.ema_getter(spec.training_ema(model))
   with tf.variable_scope(tf.get_variable_scope(), custom_getter=getter,
                          reuse=True):
     return tf.stop_gradient(model.logits(images, training=True))

@@ -9,7 +9,7 @@ What ReMixMatch, FlexMatch, FreeMatch and SoftMatch share, written once:
 - batch statistics summed across replicas (`cross_replica_sum`): under a
   tf.distribute strategy with several replicas in sync, an all-reduce over
   the replicas; on Ascend with several ranks, the launch layer's HCCL
-  all-reduce (`spec.process_sum`); else the tensor itself. Every replica
+  all-reduce (`base.Model.process_sum`); else the tensor itself. Every replica
   then computes the same new value, and the variables (MEAN aggregation)
   stay identical.
 - running statistics: an exponential moving average (`ema_update`) and
@@ -36,7 +36,6 @@ import tensorflow.compat.v1 as tf
 
 from input_pipeline import needs
 from model_fns import base
-from model_fns import spec
 
 STATE_SCOPE = 'ssl_state'
 _EPS = 1e-6
@@ -83,28 +82,33 @@ def _replica_sum(context, tensor):
   return context.merge_call(merge, args=(tf.stop_gradient(tensor),))
 
 
-def cross_replica_sum(tensor):
-  """`tensor` summed over the replicas / processes of the step (see above)."""
+def cross_replica_sum(tensor, process_sum=None):
+  """`tensor` summed over the replicas / processes of the step (see above).
+
+  `process_sum`: the model's sum over processes (`base.Model.process_sum`,
+  Ascend ranks), or None.
+  """
   context = _replica_context()
   if context is not None:
     return _replica_sum(context, tensor)
-  return spec.process_sum(tensor)
+  return tensor if process_sum is None else process_sum(tensor)
 
 
-def global_mean(values):
+def global_mean(values, process_sum=None):
   """Mean over axis 0 of `values` `[N, ...]` across every replica's batch."""
   values = tf.cast(values, tf.float32)
   count = tf.cast(tf.shape(values)[0], tf.float32)
-  return (cross_replica_sum(tf.reduce_sum(values, axis=0)) /
-          cross_replica_sum(count))
+  return (cross_replica_sum(tf.reduce_sum(values, axis=0), process_sum) /
+          cross_replica_sum(count, process_sum))
 
 
-def global_mean_and_variance(values):
+def global_mean_and_variance(values, process_sum=None):
   """(mean, unbiased variance) of a `[N]` vector across every replica's batch."""
   values = tf.cast(values, tf.float32)
   n = tf.cast(tf.shape(values)[0], tf.float32)
   sums = cross_replica_sum(tf.stack([n, tf.reduce_sum(values),
-                                     tf.reduce_sum(tf.square(values))]))
+                                     tf.reduce_sum(tf.square(values))]),
+                           process_sum)
   count, total, squares = sums[0], sums[1], sums[2]
   mean = total / count
   variance = (squares - count * tf.square(mean)) / tf.maximum(count - 1., 1.)
@@ -199,18 +203,18 @@ class PerExampleState(object):
     """The `[index_range]` values (without the spare slot)."""
     return self.variable.read_value()[:self.index_range]
 
-  def class_counts(self, num_classes):
+  def class_counts(self, num_classes, process_sum=None):
     """float32 `[num_classes]`: how many slots hold each class.
 
-    Summed across processes on Ascend (`spec.process_sum`); a mirrored
+    Summed across processes by `process_sum` (Ascend ranks); a mirrored
     strategy's copies already hold every replica's updates.
     """
     ids = tf.cast(self.values(), tf.int32)
     ids = tf.where(ids >= 0, ids, tf.fill(tf.shape(ids), num_classes))
     counts = tf.math.unsorted_segment_sum(
         tf.ones_like(ids, tf.float32), ids, num_classes + 1)[:num_classes]
-    if _replica_context() is None:
-      counts = spec.process_sum(counts)
+    if _replica_context() is None and process_sum is not None:
+      counts = process_sum(counts)
     return counts
 
   def update(self, index, values, selected, after=()):

@@ -150,7 +150,7 @@ def build_spec(features, mode, params, network_fn=tiny_network):
   if network_fn is None:
     fn = core.model_fn
   else:
-    fn = core.model_fn_with_network(network_fn)
+    fn = core.make_model_fn(network_fn)
   return fn(tensors, tensors.get('label'), mode, params), tensors
 
 
@@ -198,7 +198,7 @@ def evaluate_losses(module, features, params, network_fn=tiny_network,
     tensors = {k: tf.constant(v) for k, v in features.items()}
     model = RecordingModel(params, network_fn=network_fn)
     losses = module.train_losses(tensors, tensors['label'], params, model)
-    spec.build_train_spec(losses, params, tensors)
+    spec.build_train_spec(losses, model, tensors)
     logged = _logged_tensors()
     with tf.Session() as sess:
       sess.run(tf.global_variables_initializer())

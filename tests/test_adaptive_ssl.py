@@ -27,7 +27,6 @@ from model_fns import freematch
 from model_fns import registry
 from model_fns import remixmatch
 from model_fns import softmatch
-from model_fns import spec
 from model_fns import ssl_state
 from model_fns import uda
 from tests import data_fixtures
@@ -613,7 +612,7 @@ class FlagfileTest(tf.test.TestCase, parameterized.TestCase):
         params[key] = {'true': True, 'false': False}[value]
       else:
         params[key] = type(default)(value)
-    params['train_steps'] = base.default_train_steps(params, {})
+    params['train_steps'] = registry.default_train_steps(params, {})
     module.input_needs(params)
     return '\n'.join(comments), params
 
@@ -682,7 +681,7 @@ class FlagfileTest(tf.test.TestCase, parameterized.TestCase):
 
 
 class ProcessSumTest(tf.test.TestCase):
-  """Ascend ranks: statistics go through the launch layer's reduce_sum."""
+  """Ascend ranks: statistics go through the model's process_sum."""
 
   def test_statistics_and_counts_use_the_hook(self):
     calls = []
@@ -693,12 +692,11 @@ class ProcessSumTest(tf.test.TestCase):
 
     values = np.array([[0.1, 0.9], [0.6, 0.4], [0.3, 0.7]], np.float32)
     with tf.Graph().as_default(), self.session() as sess:
-      with spec.launch_hooks(reduce_sum=two_ranks):
-        mean = ssl_state.global_mean(tf.constant(values))
-        mean_max, var_max = ssl_state.global_mean_and_variance(
-            tf.constant(values.max(1)))
-        state = ssl_state.PerExampleState('test_counts', 5)
-        counts = state.class_counts(2)
+      mean = ssl_state.global_mean(tf.constant(values), two_ranks)
+      mean_max, var_max = ssl_state.global_mean_and_variance(
+          tf.constant(values.max(1)), two_ranks)
+      state = ssl_state.PerExampleState('test_counts', 5)
+      counts = state.class_counts(2, two_ranks)
       sess.run(tf.global_variables_initializer())
       sess.run(state.variable.assign([0., 1., 1., -1., -1., -1.]))
       got = sess.run([mean, mean_max, var_max, counts])

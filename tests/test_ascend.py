@@ -25,14 +25,15 @@ from input_pipeline import inputs
 from input_pipeline import needs as needs_lib
 from input_pipeline import runtime
 from input_pipeline import sources
-from launch import ascend
-from launch import cli
-from launch import devices
 from launch import npu_launch
 from launch import train as train_lib
 from model_fns import core
 from model_fns import registry
 from model_fns import supervised
+from runner import ascend
+from runner import cli
+from runner import devices
+from runner import npu
 import tests
 from tests import data_fixtures
 from tests import model_test_util as mtu
@@ -265,7 +266,7 @@ class NpuEstimatorTest(tf.test.TestCase):
         del record[:]
         with rank_env(**env):
           estimator, device = devices.make_estimator(
-              core.model_fn, self.get_temp_dir(), self.params(),
+              self.get_temp_dir(), self.params(),
               self.opts(precision_mode=mode, iterations_per_loop=5,
                         mix_compile_mode=True))
         self.assertEqual(device, 'npu')
@@ -285,9 +286,9 @@ class NpuEstimatorTest(tf.test.TestCase):
     """Builds one TRAIN graph through the NPU model_fn; returns the record."""
     with fake_bridge() as record, rank_env(**env):
       params = self.params()
-      model_fn = devices.npu_model_fn(
-          core.model_fn_with_network(mtu.tiny_network),
-          ascend.read_rank_env(), ascend.loss_scale_settings(opts))
+      model_fn = npu.model_fn(ascend.read_rank_env(),
+                              ascend.loss_scale_settings(opts),
+                              mtu.tiny_network)
       features = mtu.synthetic_features(supervised.input_needs(params),
                                         params)
       with tf.Graph().as_default():
@@ -364,8 +365,7 @@ class NpuEstimatorTest(tf.test.TestCase):
     params = self.params()
     with rank_env(**env):
       estimator, _ = devices.make_estimator(
-          core.model_fn_with_network(mtu.tiny_network), model_dir, params,
-          opts)
+          model_dir, params, opts, network_fn=mtu.tiny_network)
       estimator.train(self.input_fn(params), max_steps=steps)
     reader = tf.train.load_checkpoint(model_dir)
     values = {name: reader.get_tensor(name)
@@ -426,8 +426,8 @@ class NpuEstimatorTest(tf.test.TestCase):
   def evaluate_plain(self, model_dir, eval_fn):
     with rank_env():
       estimator, _ = devices.make_estimator(
-          core.model_fn_with_network(mtu.tiny_network), model_dir,
-          self.params(), self.opts(device='cpu'))
+          model_dir, self.params(), self.opts(device='cpu'),
+          network_fn=mtu.tiny_network)
       return estimator.evaluate(eval_fn, steps=1)
 
   def logits(self, model_dir, features):

@@ -7,7 +7,7 @@ import tensorflow.compat.v1 as tf
 from tensorflow.core.protobuf import rewriter_config_pb2
 
 from input_pipeline import runtime
-from launch import devices
+from runner import devices
 
 
 class SessionConfigTest(tf.test.TestCase):

@@ -21,16 +21,15 @@ import tensorflow.compat.v1 as tf
 
 from input_pipeline import inputs
 from input_pipeline import sources
-from launch import cli
-from launch import devices
-from launch import distribute
 from launch import local_cluster
-from launch import model_dir as model_dir_lib
-from launch import params as params_lib
 from launch import train as train_lib
-from model_fns import base
 from model_fns import core
 from model_fns import registry
+from runner import cli
+from runner import devices
+from runner import distribute
+from runner import model_dir as model_dir_lib
+from runner import params as params_lib
 from tests import data_fixtures
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -205,7 +204,7 @@ class StrategyCorrectnessTest(DataTestBase):
       params = params_lib.resolve(flags.FLAGS, facts)
     finally:
       flags.FLAGS.unparse_flags()
-    params['train_steps'] = base.default_train_steps(params, source.counts)
+    params['train_steps'] = registry.default_train_steps(params, source.counts)
     needs = registry.get(params['algorithm']).input_needs(params)
     return source, params, needs
 
@@ -231,7 +230,7 @@ class StrategyCorrectnessTest(DataTestBase):
     opts = {'device': 'cpu', 'save_checkpoints_steps': 1000,
             'log_every_steps': 1000, 'keep_checkpoint_max': 0}
     off_dir = os.path.join(self.get_temp_dir(), 'off')
-    estimator, _ = devices.make_estimator(core.model_fn, off_dir, params, opts)
+    estimator, _ = devices.make_estimator(off_dir, params, opts)
     estimator.train(input_fn(1), max_steps=self.STEPS)
     # The mirrored run starts from the off run's initial weights.
     mirrored_dir = os.path.join(self.get_temp_dir(), 'mirrored')

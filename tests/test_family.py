@@ -317,7 +317,7 @@ class NeedsAndDefaultsTest(tf.test.TestCase, parameterized.TestCase):
                                   mixup.DEFAULTS['beta']))
 
   def test_shared_keys_have_one_type(self):
-    # launch/params.py defines one flag per key over all algorithms.
+    # runner/params.py defines one flag per key over all algorithms.
     mine = set().union(*[m.DEFAULTS for m in FAMILY])
     kinds = collections.defaultdict(set)
     for name in registry.NAMES:
@@ -396,7 +396,7 @@ class FlagfileTest(tf.test.TestCase):
         continue
       self.assertIn(key, params, '%s: unknown flag --%s' % (name, key))
       params[key] = _parse(value, params[key])
-    params['train_steps'] = base.default_train_steps(params, {})
+    params['train_steps'] = registry.default_train_steps(params, {})
     module.input_needs(params)
     return comments, params
 
@@ -544,12 +544,12 @@ class TeacherTest(tf.test.TestCase, parameterized.TestCase):
       tensors = {k: tf.constant(v) for k, v in features.items()}
       model = mtu.RecordingModel(params)
       losses = module.train_losses(tensors, tensors['label'], params, model)
-      train_op = spec.build_train_spec(losses, params, tensors).train_op
+      train_op = spec.build_train_spec(losses, model, tensors).train_op
       # Calls: labeled batch, teacher, student.
       self.assertLen(model.outputs, 3)
       teacher = model.outputs[1][1]
       weights = tf.trainable_variables()
-      ema = spec.training_ema(params)
+      ema = spec.training_ema(model)
       shadows = [ema.average(v) for v in weights]
       self.assertEqual([v.op.name + '/ExponentialMovingAverage'
                         for v in weights], [v.op.name for v in shadows])

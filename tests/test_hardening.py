@@ -21,18 +21,19 @@ import numpy as np
 import tensorflow.compat.v1 as tf
 
 from input_pipeline import dataset_info
+from input_pipeline import fileio
 from input_pipeline import readers
 from input_pipeline import sources
 from input_pipeline import splits as splits_lib
 from input_pipeline import writer
 from input_pipeline.errors import DataError
-from launch import cli
 from launch import eval as eval_lib
 from launch import export as export_lib
-from launch import model_dir as model_dir_lib
-from launch import params as params_lib
 from launch import report as report_lib
 from launch import train as train_lib
+from runner import cli
+from runner import model_dir as model_dir_lib
+from runner import params as params_lib
 from tests import data_fixtures
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -217,7 +218,7 @@ class DatasetOverwriteTest(HardeningTestBase):
       with self.assertRaises(DataError) as e:
         data_fixtures.make_tiny_split(data_dir, overwrite=True)
       self.assertIn('in use by another process', str(e.exception))
-    with writer.lock(os.path.join(data_dir, 'tiny'), True, 'dataset'):
+    with fileio.lock(os.path.join(data_dir, 'tiny'), True, 'dataset'):
       with self.assertRaises(DataError) as e:
         with sources.reading(data_dir, self.split):
           pass
@@ -236,7 +237,7 @@ class DatasetOverwriteTest(HardeningTestBase):
 
     def printer(unused_line):
       try:
-        writer.lock(dataset_dir, True, 'dataset').release()
+        fileio.lock(dataset_dir, True, 'dataset').release()
       except DataError as e:
         refusals.append(str(e))
 
@@ -246,7 +247,7 @@ class DatasetOverwriteTest(HardeningTestBase):
     self.assertNotEmpty(refusals)
     self.assertTrue(all('in use' in r for r in refusals))
     # Released when training ends.
-    writer.lock(dataset_dir, True, 'dataset').release()
+    fileio.lock(dataset_dir, True, 'dataset').release()
 
   def test_creating_is_exclusive(self):
     """A writer that finds its target created meanwhile does not replace it."""
@@ -413,7 +414,7 @@ class NameTest(tf.test.TestCase):
                 'tiny.1@8-8.\n'):
       with self.assertRaisesRegex(ValueError, 'invalid split name', msg=bad):
         splits_lib.parse_split_name(bad)
-      self.assertFalse(splits_lib.is_split_name(bad))
+      self.assertFalse(splits_lib.SPLIT_RE.match(bad))
 
 
 class StartTest(HardeningTestBase):

@@ -22,14 +22,12 @@ from input_pipeline import records
 from input_pipeline import runtime
 from input_pipeline import sources
 from input_pipeline.errors import DataError
-from launch import devices
 from launch import export as export_lib
-from launch import params as params_lib
 from launch import train as train_lib
-from model_fns import base
-from model_fns import core
 from model_fns import registry
 from model_fns import ssl_common
+from runner import devices
+from runner import params as params_lib
 import tests
 from tests import data_fixtures
 
@@ -80,7 +78,7 @@ class LaunchTest(data_fixtures.TinyDataTestCase):
     """The main job's path on tiny data; EMA eval and the export agree."""
     work = self.get_temp_dir()
     model_dir = os.path.join(work, 'run')
-    # Without TF_CPP_MIN_LOG_LEVEL the entry points are quiet (launch/quiet.py).
+    # Without TF_CPP_MIN_LOG_LEVEL the entry points are quiet (runner/quiet.py).
     result = self.train(model_dir, '--algorithm=sesemi', '--batch_size=1',
                         '--train_steps=6', '--ema_decay=0.5',
                         env={'TF_CPP_MIN_LOG_LEVEL': None})
@@ -352,7 +350,7 @@ class FlagPrecedenceTest(tf.test.TestCase):
   def scaled(self, argv, counts=None):
     """params after train.py's order: resolve, train_steps, scaling."""
     params = self.resolve(argv)
-    params['train_steps'] = base.default_train_steps(params, counts or {})
+    params['train_steps'] = registry.default_train_steps(params, counts or {})
     return params_lib.scale_schedules(
         params, params_lib.explicit_keys(flags.FLAGS))
 
@@ -428,7 +426,7 @@ class FlagPrecedenceTest(tf.test.TestCase):
       self.assertIn('--flagfile=launch/configs/' + name, text, name)
       self.assertIn(flags.FLAGS.dataset, text, name)
       algorithm = registry.get(params['algorithm'])
-      params['train_steps'] = base.default_train_steps(params, counts)
+      params['train_steps'] = registry.default_train_steps(params, counts)
       self.assertGreater(params['train_steps'], 0, name)
       needs = algorithm.input_needs(params)
       self.assertGreater(needs.batch_size, 0, name)
@@ -460,8 +458,7 @@ class FlagPrecedenceTest(tf.test.TestCase):
       for opts, cls, expected in cases:
         del npu_bridge.RECORD[:]
         opts = dict(opts, device='npu', save_checkpoints_steps=10)
-        estimator, device = devices.make_estimator(core.model_fn, model_dir,
-                                                   params, opts)
+        estimator, device = devices.make_estimator(model_dir, params, opts)
         self.assertEqual(device, 'npu')
         self.assertEqual(type(estimator).__name__, 'NPUEstimator')
         recorded = dict(npu_bridge.RECORD)
@@ -479,8 +476,7 @@ class FlagPrecedenceTest(tf.test.TestCase):
         if cls == 'DumpConfig':
           self.assertIsNotNone(run_config['dump_config'])
       del npu_bridge.RECORD[:]
-      devices.make_estimator(core.model_fn, model_dir, params,
-                             {'device': 'cpu'})
+      devices.make_estimator(model_dir, params, {'device': 'cpu'})
       self.assertEmpty(npu_bridge.RECORD)
     finally:
       sys.path.remove(FAKE_NPU)

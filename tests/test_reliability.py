@@ -32,13 +32,13 @@ from input_pipeline import records
 from input_pipeline import sources
 from input_pipeline import splits as splits_lib
 from input_pipeline.errors import DataError
-from launch import cli
 from launch import export as export_lib
-from launch import hooks as hooks_lib
-from launch import model_dir as model_dir_lib
-from launch import params as params_lib
 from launch import train as train_lib
 from model_fns import registry
+from runner import cli
+from runner import hooks as hooks_lib
+from runner import model_dir as model_dir_lib
+from runner import params as params_lib
 from tests import data_fixtures
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -700,7 +700,7 @@ class SecurityTest(tf.test.TestCase):
     the restricted one, no np.load with allow_pickle=True, anywhere in the
     product's Python code."""
     found, scanned = [], 0
-    for package in ('input_pipeline', 'model_fns', 'launch'):
+    for package in ('input_pipeline', 'model_fns', 'runner', 'launch'):
       for path in glob.glob(os.path.join(ROOT, package, '**', '*.py'),
                             recursive=True):
         relative = os.path.relpath(path, ROOT)

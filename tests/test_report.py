@@ -17,8 +17,8 @@ import numpy as np
 from PIL import Image
 import tensorflow.compat.v1 as tf
 
-from launch import cli
 from launch import report as report_lib
+from runner import cli
 from tests import data_fixtures
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

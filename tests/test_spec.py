@@ -134,7 +134,7 @@ class TrainSpecTest(tf.test.TestCase):
                      weight_decay=0.5, weight_decay_l2=0., ema_decay=0.9)
     with tf.Graph().as_default():
       losses, kernel, bias = _linear_losses(x, w0)
-      estimator_spec = spec.build_train_spec(losses, params)
+      estimator_spec = spec.build_train_spec(losses, base.Model(params))
       ema_vars = tf.moving_average_variables()
       shadow = [v for v in tf.global_variables()
                 if v.op.name == 'model/dense/kernel/ExponentialMovingAverage']
@@ -171,13 +171,14 @@ class TrainSpecTest(tf.test.TestCase):
                      ema_decay=0.5)
     with tf.Graph().as_default():
       losses, kernel, _ = _linear_losses(x, w0)
-      ema = spec.training_ema(params)
-      self.assertIs(spec.training_ema(params), ema)
+      model = base.Model(params)
+      ema = spec.training_ema(model)
+      self.assertIs(spec.training_ema(model), ema)
       # A computed copy: an identity of a ref variable would alias it.
       teacher = ema.average(kernel) * 1.
       total = losses.total + tf.reduce_sum(tf.stop_gradient(teacher))
       estimator_spec = spec.build_train_spec(
-          base.LossResult(total, {'t': total}), params)
+          base.LossResult(total, {'t': total}), model)
       shadows = [v.op.name for v in tf.global_variables()
                  if 'ExponentialMovingAverage' in v.op.name]
       self.assertCountEqual(shadows, [
@@ -202,7 +203,7 @@ class TrainSpecTest(tf.test.TestCase):
                      weight_decay_l2=0.1, ema_decay=0.)
     with tf.Graph().as_default():
       losses, kernel, _ = _linear_losses(x, w0)
-      estimator_spec = spec.build_train_spec(losses, params)
+      estimator_spec = spec.build_train_spec(losses, base.Model(params))
       self.assertEmpty(tf.moving_average_variables())
       logged = {t.op.name: t for t in tf.get_collection(spec.LOG_COLLECTION)}
       self.assertCountEqual(logged, ['train/lin', 'train/l2', 'train/loss',
@@ -242,7 +243,7 @@ class TrainSpecTest(tf.test.TestCase):
         total = tf.reduce_sum(out_first) + tf.reduce_sum(out_second)
         losses = base.LossResult(total, {'t': total},
                                  update_ops=None if keep_all else first_ops)
-        estimator_spec = spec.build_train_spec(losses, params)
+        estimator_spec = spec.build_train_spec(losses, base.Model(params))
         moving_mean = [v for v in tf.global_variables()
                        if v.op.name == 'model/bn/moving_mean'][0]
         with self.session() as sess:
@@ -311,19 +312,20 @@ class RegistryAndStepsTest(tf.test.TestCase):
   def test_default_train_steps(self):
     counts = {'labeled': 1000, 'unlabeled': 49000, 'valid': 0,
               'test': 10000, 'train': 50000}
-    self.assertEqual(base.default_train_steps(_params(train_steps=7), counts),
-                     7)
+    self.assertEqual(
+        registry.default_train_steps(_params(train_steps=7), counts), 7)
     # libml: 1024 epochs of 65536 images at batch 64 = 1,048,576 steps.
-    self.assertEqual(base.default_train_steps(_params(train_steps=0), counts),
-                     1048576)
+    self.assertEqual(
+        registry.default_train_steps(_params(train_steps=0), counts), 1048576)
     ssl = mtu.make_params(sesemi, train_steps=0)
-    self.assertEqual(base.default_train_steps(ssl, counts),
+    self.assertEqual(registry.default_train_steps(ssl, counts),
                      (50000 // 16) * 50)
     sup = mtu.make_params(sesemi, train_steps=0, epochs=300,
                           sesemi_variant='supervised')
-    self.assertEqual(base.default_train_steps(sup, counts), (1000 // 16) * 300)
+    self.assertEqual(registry.default_train_steps(sup, counts),
+                     (1000 // 16) * 300)
     with self.assertRaisesRegex(ValueError, 'epochs'):
-      base.default_train_steps(_params(train_steps=0, epochs=0), counts)
+      registry.default_train_steps(_params(train_steps=0, epochs=0), counts)
 
 
 class EstimatorEmaTest(tf.test.TestCase):
@@ -358,7 +360,7 @@ class EstimatorEmaTest(tf.test.TestCase):
       return fn
 
     estimator = tf.estimator.Estimator(
-        core.model_fn_with_network(mtu.tiny_network),
+        core.make_model_fn(mtu.tiny_network),
         model_dir=self.get_temp_dir(), params=params,
         config=tf.estimator.RunConfig(tf_random_seed=0))
     estimator.train(input_fn(train_features), steps=5)
@@ -389,7 +391,7 @@ class EstimatorEmaTest(tf.test.TestCase):
     self.assertAllEqual(predictions['classes'], ema.argmax(1))
 
     raw_estimator = tf.estimator.Estimator(
-        core.model_fn_with_network(mtu.tiny_network),
+        core.make_model_fn(mtu.tiny_network),
         model_dir=self.get_temp_dir(),
         params=dict(params, predict_with_ema=False))
     raw_predictions = list(raw_estimator.predict(

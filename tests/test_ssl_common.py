@@ -332,8 +332,8 @@ class TeacherAndDecayTest(tf.test.TestCase):
     with tf.Graph().as_default():
       model.logits(tf.constant(x), training=True)
       kernel, bias = tf.trainable_variables('model/')
-      teacher = ssl_common.teacher_logits(model, tf.constant(x), params)
-      ema = spec.training_ema(params)
+      teacher = ssl_common.teacher_logits(model, tf.constant(x))
+      ema = spec.training_ema(model)
       shadows = [ema.average(kernel), ema.average(bias)]
       self.assertEqual(
           ['model/classifier/kernel/ExponentialMovingAverage',

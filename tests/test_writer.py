@@ -12,6 +12,7 @@ import numpy as np
 import tensorflow.compat.v1 as tf
 
 from input_pipeline import dataset_info
+from input_pipeline import fileio
 from input_pipeline import records
 from input_pipeline import splits as splits_lib
 from input_pipeline import writer
@@ -277,7 +278,7 @@ class InterruptedOverwriteTest(tf.test.TestCase):
     live = '%s.old-%d' % (target, os.getpid())
     os.makedirs(live)
 
-    self.assertEqual(writer.recover_interrupted(target, splits_lib.SPLIT_FILE),
+    self.assertEqual(fileio.recover_interrupted(target, splits_lib.SPLIT_FILE),
                      '%s.old-%d' % (target, pid))
     with open(os.path.join(target, splits_lib.SPLIT_FILE)) as f:
       self.assertEqual(f.read(), before)

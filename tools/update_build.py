@@ -15,8 +15,8 @@ import os
 import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-PACKAGES = ('input_pipeline', 'model_fns', 'model_fns/networks', 'launch',
-            'benchmarks', 'tests')
+PACKAGES = ('input_pipeline', 'model_fns', 'model_fns/networks', 'runner',
+            'launch', 'benchmarks', 'tests')
 # Test size and timeout (seconds of a 2-core machine) by test file.
 LARGE_TESTS = ('test_end_to_end', 'test_family', 'test_prepare_data',
                'test_launch', 'test_report', 'test_hardening')

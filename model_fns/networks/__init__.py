@@ -26,7 +26,7 @@ _BUILDERS = {
     resnet.NAME: resnet.build,
 }
 
-NAMES = ('convnet', 'nin', 'wrn', 'resnet')
+NAMES = tuple(_BUILDERS)
 
 
 def get(name):

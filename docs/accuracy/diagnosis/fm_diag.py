@@ -27,7 +27,7 @@ out = {}
 lt = model.logits(tf.concat([images, weak, strong], 0), training=True)
 out['raw_train'] = tf.split(lt[B:], 2)
 out['raw_eval'] = [model.logits(weak, training=False), model.logits(strong, training=False)]
-getter = spec_lib.ema_getter(spec_lib.training_ema(params))
+getter = spec_lib.ema_getter(spec_lib.training_ema(model))
 with tf.variable_scope(tf.get_variable_scope(), custom_getter=getter, reuse=True):
   lte = model.logits(tf.concat([images, weak, strong], 0), training=True)
   out['ema_train'] = tf.split(lte[B:], 2)

@@ -23,7 +23,7 @@ mean_train = tf.add_n([tf.nn.softmax(model.logits(v, training=True)) for v in vi
 mean_eval = tf.add_n([tf.nn.softmax(model.logits(v, training=False)) for v in views]) / len(views)
 lab_train = tf.nn.softmax(model.logits(features['image'], training=True))
 lab_eval = tf.nn.softmax(model.logits(features['image'], training=False))
-getter = spec_lib.ema_getter(spec_lib.training_ema(params))
+getter = spec_lib.ema_getter(spec_lib.training_ema(model))
 with tf.variable_scope(tf.get_variable_scope(), custom_getter=getter, reuse=True):
   mean_ema = tf.add_n([tf.nn.softmax(model.logits(v, training=False)) for v in views]) / len(views)
 fetch = dict(guess=guess_train, mean_train=mean_train, mean_eval=mean_eval, mean_ema=mean_ema,

@@ -33,7 +33,7 @@ xcb = tf.map_fn(cut, (xn + 1., seeds), dtype=tf.float32) - 1.   # fill with blac
 xin = tf.case([(tf.equal(mode, 1), lambda: xc), (tf.equal(mode, 2), lambda: xcb)], default=lambda: xn)
 model = base.Model(params)
 model.logits(xin, training=False)
-getter = spec_lib.ema_getter(spec_lib.training_ema(params))
+getter = spec_lib.ema_getter(spec_lib.training_ema(model))
 with tf.variable_scope(tf.get_variable_scope(), custom_getter=getter, reuse=True):
   pred = tf.argmax(model.logits(xin, training=False), 1)
 saver = tf.train.Saver()

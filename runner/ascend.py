@@ -1,36 +1,16 @@
-"""The Ascend rank environment, HCCL rank tables and the loss-scale settings.
+"""The Ascend rank environment, HCCL rank tables and loss-scale settings.
 
-Pure Python (no TensorFlow, no npu_bridge): launch/devices.py turns what this
-module reads into npu_bridge objects, and launch/npu_launch.py uses the rank
-table reader to start one process per device.
-
-Environment of one training process (what CANN's HCCL and the ModelZoo's
-scripts use; launch/npu_launch.py sets all of them):
-
-| variable | meaning | when unset |
-| --- | --- | --- |
-| `RANK_SIZE` | processes (devices) in the job | 1 |
-| `RANK_ID` | this process's rank, 0..RANK_SIZE-1 | 0 if RANK_SIZE is 1, else an error |
-| `ASCEND_DEVICE_ID` / `DEVICE_ID` | the device this process drives (the newer and the older name; when both are set they must agree) | 0 if RANK_SIZE is 1, else an error |
-| `RANK_TABLE_FILE` | the HCCL rank table (JSON, version 1.0) | an error if RANK_SIZE > 1 |
-
-Rank table (version 1.0, the ModelZoo's `hccl_8p.json` layout; every value is
-a string):
-
-  {"version": "1.0", "status": "completed", "server_count": "1",
-   "server_list": [{"server_id": "10.0.0.10",
-                    "device": [{"device_id": "0", "device_ip": "...",
-                                "rank_id": "0"}, ...]}]}
-
-Every mistake is a `cli.UsageError` (exit 2) whose one line names the
-variable or the file and field.
+Pure Python (no TensorFlow, no npu_bridge): `npu.py` turns them into
+npu_bridge objects, and launch/npu_launch.py starts one process per device of
+a rank table. The variables and the table format: docs/ascend.md. Every
+mistake is a `cli.UsageError` naming the variable or the file and field.
 """
 
 import collections
 import json
 import os
 
-from launch import cli
+from runner import cli
 
 RANK_TABLE_VERSION = '1.0'
 
@@ -45,7 +25,7 @@ LOSS_SCALE_CHOICES = ('auto', 'dynamic', 'none')
 
 RankEnv = collections.namedtuple(
     'RankEnv', ['rank_size', 'rank_id', 'device_id', 'rank_table_file'])
-RankEnv.__doc__ = """One process's rank environment (see the module docstring).
+RankEnv.__doc__ = """One process's rank environment (docs/ascend.md).
 
 `rank_table_file` is None when RANK_SIZE is 1 and no table is set."""
 

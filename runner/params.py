@@ -1,14 +1,8 @@
-"""Flags → a validated params dict, and params.json in the model directory.
+"""Flags -> a validated params dict, and params.json in the model directory.
 
-Every hyperparameter (the keys of model_fns.hparams.COMMON_DEFAULTS and of
-each algorithm module's DEFAULTS) is an absl flag of the same name whose
-default is None, so that the resolution can tell "not given" from "given":
-
-    COMMON_DEFAULTS < algorithm DEFAULTS < --flagfile < explicit flags
-
-`reorder_flagfiles(argv)` moves every --flagfile to the front of the command
-line so that explicit flags win wherever they are written. Flags are read in
-launch/ only and never mutated.
+Every hyperparameter is an absl flag of the same name (default None):
+COMMON_DEFAULTS < algorithm DEFAULTS < --flagfile < explicit flags. See
+docs/architecture.md.
 """
 
 import json
@@ -16,11 +10,14 @@ import os
 
 from absl import flags
 
-from launch import cli
-from launch import model_dir as model_dir_lib
-from model_fns import base
+from input_pipeline import fileio
+from input_pipeline import sources
 from model_fns import hparams
+from model_fns import networks
 from model_fns import registry
+from model_fns import spec
+from runner import cli
+from runner import model_dir as model_dir_lib
 
 # Keys that may differ when resuming: they change what is fed or for how
 # long, not the graph that the checkpoint holds.
@@ -158,7 +155,7 @@ def scale_schedules(params, explicit):
     epochs = defaults.get('epochs', hparams.COMMON_DEFAULTS['epochs'])
     if epochs <= 0 or defaults[key] <= 0:
       continue
-    default_kimg = epochs * float(base.LIBML_EPOCH_IMAGES) / KIMG
+    default_kimg = epochs * float(hparams.LIBML_EPOCH_IMAGES) / KIMG
     run_kimg = params['train_steps'] * params['batch_size'] / float(KIMG)
     params[key] = defaults[key] * run_kimg / default_kimg
     scaled.append(key)
@@ -166,12 +163,23 @@ def scale_schedules(params, explicit):
   return params
 
 
+def add_data_params(params, needs, source):
+  """Adds to `params` the data facts the algorithm's input needs imply.
+
+  With `needs.unlabeled_index` (FlexMatch's per-example state, sized by the
+  pool the records' `index` addresses): `unlabeled_pool_size` and
+  `unlabeled_index_range` (`sources.unlabeled_pool`).
+  """
+  if needs.unlabeled_index:
+    params['unlabeled_pool_size'], params['unlabeled_index_range'] = (
+        sources.unlabeled_pool(source, needs.unlabeled_keeps_labeled))
+
+
 def validate(params):
   """Checks values a user can get wrong; raises cli.UsageError naming the flag."""
-  from model_fns.networks import NAMES as network_names  # pylint: disable=g-import-not-at-top
-  if params['network'] not in network_names:
+  if params['network'] not in networks.NAMES:
     raise cli.UsageError('--network: unknown network %r; known: %s'
-                         % (params['network'], ', '.join(network_names)))
+                         % (params['network'], ', '.join(networks.NAMES)))
   for key in ('batch_size',):
     if params[key] <= 0:
       raise cli.UsageError('--%s must be positive, got %r' % (key, params[key]))
@@ -185,12 +193,12 @@ def validate(params):
   if not 0 <= params['ema_decay'] < 1:
     raise cli.UsageError('--ema_decay must be in [0, 1), got %r'
                          % params['ema_decay'])
-  if params['optimizer'] not in ('sgd', 'adam'):
-    raise cli.UsageError('--optimizer must be sgd or adam, got %r'
-                         % params['optimizer'])
-  if params['lr_schedule'] not in ('constant', 'poly', 'cosine'):
-    raise cli.UsageError('--lr_schedule must be constant, poly or cosine, '
-                         'got %r' % params['lr_schedule'])
+  for key, known in (('optimizer', spec.OPTIMIZERS),
+                     ('lr_schedule', spec.SCHEDULES)):
+    if params[key] not in known:
+      raise cli.UsageError('--%s must be %s or %s, got %r'
+                           % (key, ', '.join(known[:-1]), known[-1],
+                              params[key]))
   shape = params['image_shape']
   if len(shape) != 3 or shape[0] != shape[1]:
     raise cli.UsageError('images must be square H×W×C, the dataset has %s'
@@ -261,7 +269,7 @@ def save_or_check(model_dir, params):
           'cannot resume %s with different params: %s (use a new --model_dir)'
           % (model_dir, ', '.join('%s: %r -> %r' % (k, old.get(k), params.get(k))
                                   for k in diff)))
-  model_dir_lib.write_atomic(path, json.dumps(params, indent=2, sort_keys=True) + '\n')
+  fileio.write_atomic(path, json.dumps(params, indent=2, sort_keys=True) + '\n')
 
 
 # A lower bound of the float32 values an image keeps alive in a step, per

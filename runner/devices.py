@@ -1,33 +1,10 @@
-"""The Estimator factory: tf.estimator.Estimator or npu_bridge's NPUEstimator.
+"""The Estimator factory, run and session configuration, and the device flags.
 
-`npu_bridge` (Huawei CANN) is imported here and nowhere else, lazily, only
-when the NPU path is chosen: `--device=npu`, or `--device=auto` on a machine
-where `npu_bridge` imports. The same model_fn runs on both.
-
-The SESEMI/RealMix seeds' Ascend flags map onto NPURunConfig as follows:
-
-| flag | NPURunConfig argument |
-| --- | --- |
-| `--precision_mode=M` | `precision_mode=M` (off the NPU, `allow_mix_precision` turns on Grappler's automatic mixed precision when a GPU is visible: `gpu_mixed_precision`; on CPU a note says it has no effect) |
-| `--over_dump` (+ `--over_dump_path`) | `dump_config=DumpConfig(enable_dump_debug=True, dump_path=..., dump_debug_mode='all')` |
-| `--data_dump_flag` (+ `--data_dump_step`, `--data_dump_path`) | `dump_config=DumpConfig(enable_dump=True, dump_path=..., dump_step=..., dump_mode='all')` |
-| `--profiling` (+ `--profiling_options`) | `profiling_config=ProfilingConfig(enable_profiling=True, profiling_options=...)` |
-| `--iterations_per_loop=N` | `iterations_per_loop=N` |
-| `--mix_compile_mode` | `mix_compile_mode=True` |
-| (RANK_SIZE > 1) | `hcom_parallel=True` (gradient all-reduce overlaps backprop) |
-
-On the NPU path the model_fn is wrapped (`spec.launch_hooks`, so model_fns
-never import npu_bridge): the optimizer becomes
-`NPUDistributedOptimizer(optimizer)` when RANK_SIZE > 1, then
-`NPULossScaleOptimizer(optimizer, manager, is_distributed=RANK_SIZE > 1)`
-when `ascend.loss_scale_settings` asks for loss scaling (`--loss_scale`,
-default: dynamic when the precision mode lets float16 in); with RANK_SIZE > 1
-the eval accuracies are summed across ranks by `hccl_ops.allreduce`. The rank
-environment is read and checked by launch/ascend.py. See docs/ascend.md.
+CPU/GPU get `tf.estimator.Estimator`; the NPU path is `npu.py`'s. The Ascend
+flags and their NPURunConfig arguments: docs/ascend.md. See
+docs/architecture.md.
 """
 
-import importlib
-import json
 import os
 
 from absl import flags
@@ -35,11 +12,15 @@ import tensorflow.compat.v1 as tf
 from tensorflow.core.protobuf import rewriter_config_pb2
 
 from input_pipeline import runtime
-from launch import ascend
-from launch import cli
-from model_fns import spec
+from model_fns import core
+from runner import ascend
+from runner import cli
+from runner import npu
 
-DEVICES = ('auto', 'cpu', 'gpu', 'npu')
+# Devices with a backend module of their own (`available()`, `UNAVAILABLE`,
+# `make_estimator(...)`, `input_shard()`); CPU and GPU are TensorFlow's.
+BACKENDS = {'npu': npu}
+DEVICES = ('auto', 'cpu', 'gpu') + tuple(BACKENDS)
 PRECISION_MODES = ('allow_fp32_to_fp16', 'force_fp16', 'must_keep_origin_dtype',
                    'allow_mix_precision')
 
@@ -107,21 +88,14 @@ def options_from_flags(flag_values):
   return {k: flag_values[k].value for k in keys}
 
 
-def npu_available():
-  """True when npu_bridge can be imported (without importing it)."""
-  try:
-    return importlib.util.find_spec('npu_bridge') is not None
-  except (ImportError, ValueError):
-    return False
-
-
 def resolve_device(device):
+  """`device`, or for 'auto' the first available backend, else 'cpu'."""
   if device == 'auto':
-    return 'npu' if npu_available() else 'cpu'
-  if device == 'npu' and not npu_available():
-    raise cli.UsageError('--device=npu but npu_bridge cannot be imported: '
-                         'install the Ascend CANN toolkit and source its '
-                         'set_env.sh')
+    return next((name for name, backend in BACKENDS.items()
+                 if backend.available()), 'cpu')
+  if device in BACKENDS and not BACKENDS[device].available():
+    raise cli.UsageError('--device=%s but %s' % (device,
+                                                  BACKENDS[device].UNAVAILABLE))
   return device
 
 
@@ -201,107 +175,23 @@ def run_config_args(model_dir, params, opts, session=None):
   )
 
 
-def make_estimator(model_fn, model_dir, params, opts, warm_start_from=None):
-  """Returns (estimator, device) for the options of `options_from_flags`."""
+def make_estimator(model_dir, params, opts, network_fn=None,
+                   warm_start_from=None):
+  """Returns (estimator, device) for the options of `options_from_flags`.
+
+  The model_fn is `core.make_model_fn(network_fn)`; a device of BACKENDS
+  gets its backend's Estimator (`npu.make_estimator`: NPUEstimator with the
+  Ascend optimizer wrapping and rank sums).
+  """
   device = resolve_device(opts.get('device', 'auto'))
   common = run_config_args(model_dir, params, opts)
-  if device != 'npu':
-    config = tf.estimator.RunConfig(**common)
-    return tf.estimator.Estimator(model_fn=model_fn, config=config,
-                                  params=params,
-                                  warm_start_from=warm_start_from), device
-  env = ascend.read_rank_env()
-  loss_scale = ascend.loss_scale_settings(opts)
-  npu_config = importlib.import_module('npu_bridge.estimator.npu.npu_config')
-  npu_estimator = importlib.import_module(
-      'npu_bridge.estimator.npu.npu_estimator')
-  config = npu_config.NPURunConfig(
-      iterations_per_loop=opts.get('iterations_per_loop') or 1,
-      enable_data_pre_proc=True,
-      precision_mode=opts.get('precision_mode'),
-      mix_compile_mode=bool(opts.get('mix_compile_mode')),
-      hcom_parallel=env.rank_size > 1,
-      dump_config=_dump_config(npu_config, model_dir, opts),
-      profiling_config=_profiling_config(npu_config, model_dir, opts),
-      **common)
-  return npu_estimator.NPUEstimator(
-      model_fn=npu_model_fn(model_fn, env, loss_scale), config=config,
-      params=params), device
-
-
-def npu_model_fn(model_fn, env, loss_scale):
-  """`model_fn` with the NPU optimizer wrapping and metric all-reduce.
-
-  Args:
-    model_fn: an Estimator model_fn `(features, labels, mode, params)`.
-    env: the `ascend.RankEnv` of this process.
-    loss_scale: `ascend.loss_scale_settings(...)`: None or
-      (manager class name, kwargs).
-  """
-  distributed = env.rank_size > 1
-  if not distributed and loss_scale is None:
-    return model_fn
-
-  def wrap_optimizer(optimizer):
-    if distributed:
-      npu_optimizer = importlib.import_module(
-          'npu_bridge.estimator.npu.npu_optimizer')
-      optimizer = npu_optimizer.NPUDistributedOptimizer(optimizer)
-    if loss_scale is not None:
-      managers = importlib.import_module(
-          'npu_bridge.estimator.npu.npu_loss_scale_manager')
-      scaling = importlib.import_module(
-          'npu_bridge.estimator.npu.npu_loss_scale_optimizer')
-      name, kwargs = loss_scale
-      manager = getattr(managers, name)(**kwargs)
-      optimizer = scaling.NPULossScaleOptimizer(optimizer, manager,
-                                                is_distributed=distributed)
-    return optimizer
-
-  def reduce_sum(tensor):
-    hccl_ops = importlib.import_module('npu_bridge.hccl.hccl_ops')
-    return hccl_ops.allreduce(tensor, 'sum')
-
-  def wrapped(features, labels, mode, params):
-    with spec.launch_hooks(wrap_optimizer=wrap_optimizer,
-                           reduce_sum=reduce_sum if distributed else None):
-      return model_fn(features, labels, mode, params)
-
-  return wrapped
-
-
-def _dump_config(npu_config, model_dir, opts):
-  if opts.get('over_dump') and opts.get('data_dump_flag'):
-    raise cli.UsageError('--over_dump and --data_dump_flag cannot be combined')
-  if opts.get('over_dump'):
-    return npu_config.DumpConfig(
-        enable_dump_debug=True,
-        dump_path=opts.get('over_dump_path') or os.path.join(model_dir,
-                                                             'overflow'),
-        dump_debug_mode='all')
-  if opts.get('data_dump_flag'):
-    return npu_config.DumpConfig(
-        enable_dump=True,
-        dump_path=opts.get('data_dump_path') or os.path.join(model_dir,
-                                                             'data_dump'),
-        dump_step=str(opts.get('data_dump_step')),
-        dump_mode='all')
-  return None
-
-
-def _profiling_config(npu_config, model_dir, opts):
-  if not opts.get('profiling'):
-    return None
-  options = opts.get('profiling_options') or json.dumps({
-      'output': os.path.join(model_dir, 'profiling'),
-      'training_trace': 'on', 'task_trace': 'on',
-      'fp_point': '', 'bp_point': ''})
-  try:
-    json.loads(options)
-  except ValueError as e:
-    raise cli.UsageError('--profiling_options is not valid JSON: %s' % e)
-  return npu_config.ProfilingConfig(enable_profiling=True,
-                                    profiling_options=options)
+  if device in BACKENDS:
+    return BACKENDS[device].make_estimator(model_dir, params, opts, common,
+                                           network_fn), device
+  config = tf.estimator.RunConfig(**common)
+  return tf.estimator.Estimator(model_fn=core.make_model_fn(network_fn),
+                                config=config, params=params,
+                                warm_start_from=warm_start_from), device
 
 
 def input_shard(opts):
@@ -315,7 +205,7 @@ def input_shard(opts):
     cli.UsageError: on the NPU path, a missing or inconsistent rank
       environment (ascend.read_rank_env); --device=npu without npu_bridge.
   """
-  if resolve_device(opts.get('device', 'auto')) != 'npu':
+  device = resolve_device(opts.get('device', 'auto'))
+  if device not in BACKENDS:
     return 1, 0
-  env = ascend.read_rank_env()
-  return env.rank_size, env.rank_id
+  return BACKENDS[device].input_shard()

@@ -6,7 +6,7 @@ import time
 import numpy as np
 import tensorflow.compat.v1 as tf
 
-from launch import cli
+from runner import cli
 
 TRAIN_TENSOR_PREFIX = 'train/'
 

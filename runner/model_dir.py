@@ -1,9 +1,7 @@
-"""Files in a model directory: the lock, atomic writes, checkpoint queries.
+"""Files in a model directory: its lock, partial writes, checkpoint queries.
 
-One training process at a time per model directory: `lock(model_dir)` takes
-an exclusive `fcntl.flock` on `MODEL_DIR/.lock` (holding the owner's pid) for
-the life of the process. The kernel drops the lock when the process ends,
-however it ends (kill -9 included), so a crashed run never leaves it stuck.
+`lock(model_dir)`: an exclusive `flock` on `MODEL_DIR/.lock` for the life of
+the process. See docs/architecture.md.
 """
 
 import atexit
@@ -22,7 +20,7 @@ from tensorflow.python.training import saver as saver_lib
 
 from input_pipeline import runtime
 from input_pipeline.errors import DataError
-from launch import cli
+from runner import cli
 
 _GLOB_CHARS = re.compile(r'[*?[]')
 _tf_get_matching_files = file_io.get_matching_files
@@ -279,22 +277,6 @@ def write_failure(error):
       path = _TEMP_SUFFIX_RE.sub('', line[:match.start()].rstrip('; :'))
       return '%s: %s' % (path or 'a file', match.group(1))
   return None
-
-
-def write_atomic(path, text):
-  """Writes text to path through a temporary file and a rename."""
-  directory = os.path.dirname(os.path.abspath(path))
-  fd, tmp = tempfile.mkstemp(dir=directory, prefix='.' + os.path.basename(path))
-  try:
-    with os.fdopen(fd, 'w') as f:
-      f.write(text)
-      f.flush()
-      os.fsync(f.fileno())
-    os.rename(tmp, path)
-  except BaseException:
-    if os.path.exists(tmp):
-      os.remove(tmp)
-    raise
 
 
 def check_checkpoint(checkpoint, flag=None):

@@ -1,35 +1,9 @@
 """tf.distribute for launch/train.py: strategy, cluster layout, Estimator.
 
-`--distribution_strategy`:
-
-| value | where the replicas are | cluster (TF_CONFIG) |
-| --- | --- | --- |
-| `off` (default) | one device, today's train/evaluate loop | must be unset |
-| `mirrored` | every local GPU, else `--cpu_replicas` CPU devices | must be unset |
-| `multi_worker_mirrored` | synchronous all-reduce over chief + workers | chief, workers, optional evaluator |
-| `parameter_server` | asynchronous; variables on the `ps` tasks | chief, ps, workers, optional evaluator |
-
-Under a strategy, training runs through `tf.estimator.train_and_evaluate`
-(docs/distributed.md). `--batch_size` is per replica: a synchronous step
-takes `num_replicas_in_sync * batch_size` labeled images; every schedule
-(lr, kimg ramps, train_steps) counts global steps, so a synchronous run
-has the single-device run's schedule over replicas times more images.
-
-What keeps the model_fns strategy-agnostic (`replica_safe_model_fn`):
-  * batch-norm moving statistics are created ON_READ/MEAN by
-    model_fns/networks/layers.py; here they become ON_WRITE with MEAN
-    aggregation, so each step's update is the mean over replicas of the
-    replicas' updates, every copy stays identical, and reading them (a
-    checkpoint save, hooks.FiniteGuardHook's weight check) reads one copy
-    instead of running a cross-worker all-reduce that every worker would
-    have to join at the same moment;
-  * the optimizer averages the gradients (TF 1.15 optimizers scale the loss
-    by 1 / num_replicas_in_sync and sum across replicas), and
-    model_fns/spec.py applies the EMA once for all replicas (merge_call);
-  * the global step is created ONLY_FIRST_REPLICA by TensorFlow, so one
-    synchronous step adds exactly 1;
-  * other float variables get MEAN aggregation, so that assignments made
-    per replica with identical values (decoupled weight decay) are allowed.
+`--distribution_strategy` off, mirrored, multi_worker_mirrored or
+parameter_server; what keeps the model_fns strategy-agnostic
+(`replica_safe_model_fn`) is in docs/distributed.md. See
+docs/architecture.md.
 """
 
 import collections
@@ -41,8 +15,8 @@ from absl import flags
 import tensorflow.compat.v1 as tf
 
 from input_pipeline import inputs
-from launch import cli
-from launch import devices
+from runner import cli
+from runner import devices
 
 STRATEGIES = ('off', 'mirrored', 'multi_worker_mirrored', 'parameter_server')
 TASK_TYPES = ('chief', 'worker', 'ps', 'evaluator')

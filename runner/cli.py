@@ -1,13 +1,8 @@
-"""What every entry point shares: error handling, exit codes, paths.
+"""What every entry point shares: one-line errors, exit codes, paths.
 
-`run(main)` runs an absl main so that a user's mistake ends with one line
-`error: <message>` on stderr instead of a traceback:
-
-  * DataError (bad files, bad splits)                          -> exit 1
-  * RunError (non-finite loss, full disk: the run itself failed) -> exit 1
-  * UsageError, ValueError, flag parsing errors (bad flags)    -> exit 2
-
-Any other exception is a bug and keeps its traceback.
+`run(main)`: DataError and RunError exit 1, UsageError, ValueError and flag
+errors exit 2, each as one line `error: <message>`; anything else is a bug
+and keeps its traceback. See docs/architecture.md.
 """
 
 import math
@@ -86,7 +81,7 @@ def quiet_tensorflow():
   """Keeps TensorFlow's own INFO logs and deprecation notices off the console.
 
   The product prints its own progress. TensorFlow's native (C++) logs are
-  silenced by launch/quiet.py, which entry points import before TensorFlow;
+  silenced by runner/quiet.py, which entry points import before TensorFlow;
   set TF_CPP_MIN_LOG_LEVEL=0 and --verbosity=1 (absl) to see everything
   TensorFlow says.
   """
