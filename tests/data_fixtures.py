@@ -29,6 +29,8 @@ import os
 import pickle
 import shutil
 import struct
+import subprocess
+import sys
 import tempfile
 
 import numpy as np
@@ -39,6 +41,7 @@ from input_pipeline import dataset_info
 from input_pipeline import splits
 from input_pipeline import writer
 
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # A tiny network and the flags of a few-step supervised run (entry-point tests).
 TINY_NET = ['--network=resnet', '--filters=4', '--repeat=1', '--scales=1']
@@ -46,12 +49,40 @@ BASE_FLAGS = ['--algorithm=supervised', '--batch_size=4',
               '--save_checkpoints_steps=5', '--log_every_steps=5'] + TINY_NET
 
 
-def subprocess_env():
-  """The environment for an entry point run as a subprocess: quiet, and not
-  inside `bazel run` (no BUILD_WORKING_DIRECTORY to resolve paths against)."""
+def subprocess_env(**changes):
+  """The environment for an entry point run as a subprocess: quiet, not
+  inside `bazel run` (no BUILD_WORKING_DIRECTORY to resolve paths against),
+  then `changes` (a value None unsets the variable)."""
   env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3')
   env.pop('BUILD_WORKING_DIRECTORY', None)
-  return env
+  env.update(changes)
+  return {k: v for k, v in env.items() if v is not None}
+
+
+def entry_command(script, args=()):
+  """The command line of an entry point as a user types it: `script` is
+  'train' for launch/train.py, or a path from the repository root without
+  '.py' ('benchmarks/accuracy')."""
+  path = script if '/' in script else 'launch/' + script
+  return [sys.executable, os.path.join(ROOT, path + '.py')] + list(args)
+
+
+def start_entry(script, *args, env=None, **popen_kwargs):
+  """Starts entry_command(script, args) with text output piped and the
+  environment subprocess_env(**env); popen_kwargs: cwd, preexec_fn, ..."""
+  return subprocess.Popen(
+      entry_command(script, args), stdout=subprocess.PIPE,
+      stderr=subprocess.PIPE, universal_newlines=True,
+      env=subprocess_env(**(env or {})), **popen_kwargs)
+
+
+def run_entry(script, *args, env=None, timeout=600, **popen_kwargs):
+  """Runs an entry point like start_entry to its end: the CompletedProcess."""
+  return subprocess.run(
+      entry_command(script, args), stdout=subprocess.PIPE,
+      stderr=subprocess.PIPE, universal_newlines=True,
+      env=subprocess_env(**(env or {})), timeout=timeout, check=False,
+      **popen_kwargs)
 
 
 def error_lines(stderr):

@@ -17,7 +17,6 @@ import json
 import math
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 
@@ -28,7 +27,6 @@ import tensorflow.compat.v1 as tf
 from tests import data_fixtures
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SCRIPT = os.path.join(ROOT, 'benchmarks', 'accuracy.py')
 BATCH = 4
 BUDGET = 50
 LABELS = 10
@@ -48,11 +46,7 @@ CEILING_HEADING = ('## Ceiling: supervised on all 60 training labels '
 
 
 def run_script(*args):
-  return subprocess.run(
-      [sys.executable, SCRIPT] + list(args), stdout=subprocess.PIPE,
-      stderr=subprocess.PIPE, universal_newlines=True,
-      env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3'), timeout=600,
-      check=False)
+  return data_fixtures.run_entry('benchmarks/accuracy', *args)
 
 
 def markdown_table(text, heading):

@@ -41,15 +41,8 @@ NO_MIX = 1e-6  # Beta(1e-6, 1e-6) draws 0 or 1: lambda = max(l, 1 - l) = 1.
 CLASSES = 5
 
 
-def flat_network(images, training, params):
-  del training, params
-  return tf.layers.flatten(images)
-
-
-def np_softmax(z):
-  z = z - z.max(axis=-1, keepdims=True)
-  e = np.exp(z)
-  return e / e.sum(axis=-1, keepdims=True)
+flat_network = mtu.flat_network
+np_softmax = mtu.softmax
 
 
 def np_xe(targets, logits):
