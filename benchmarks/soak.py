@@ -59,11 +59,11 @@ sys.path.insert(0, ROOT)
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
 import tensorflow.compat.v1 as tf
 
+from benchmarks import synthetic
 from input_pipeline import dataset_info
 from input_pipeline import sources
 from input_pipeline.errors import DataError
 from launch import export as export_lib
-from tests import data_fixtures
 
 TRAIN_STEPS = 20
 SPLIT = 'mnist.1@100-100'
@@ -186,9 +186,9 @@ class Soak(object):
   # Set-up.
 
   def setup(self):
-    images, labels = data_fixtures.tiny_arrays(3000, (28, 28, 1), 10)
-    data_fixtures.write_idx(self.raw, 'train', images[..., 0], labels)
-    data_fixtures.write_idx(self.raw, 't10k', images[:500, ..., 0],
+    images, labels = synthetic.tiny_arrays(3000, (28, 28, 1), 10)
+    synthetic.write_idx(self.raw, 'train', images[..., 0], labels)
+    synthetic.write_idx(self.raw, 't10k', images[:500, ..., 0],
                             labels[:500])
     self.durations['prepare'] = timed('prepare_data', self.prepare_args())
     self.durations['split'] = timed('prepare_data', [
@@ -333,7 +333,7 @@ class Soak(object):
       return 'absent'
     try:
       predict = export_lib.load_saved_model(self.export_dir)
-      predict('serving_default', data_fixtures.random_images(2, (28, 28, 1)))
+      predict('serving_default', synthetic.random_images(2, (28, 28, 1)))
     except (OSError, IOError, tf.errors.OpError, ValueError, RuntimeError):
       return 'corrupt'
     return 'complete'

@@ -24,7 +24,6 @@ Typical use in another test:
   source = sources.resolve(data_dir, split)
 """
 
-import gzip
 import os
 import pickle
 import shutil
@@ -37,9 +36,14 @@ import numpy as np
 from PIL import Image
 import tensorflow.compat.v1 as tf
 
+from benchmarks import synthetic
 from input_pipeline import dataset_info
 from input_pipeline import splits
 from input_pipeline import writer
+
+random_images = synthetic.random_images
+tiny_arrays = synthetic.tiny_arrays
+write_idx = synthetic.write_idx
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -116,11 +120,6 @@ def py2_pickle(path, obj):
   """Writes `obj` as a Python 2 protocol-2 pickle."""
   with open(path, 'wb') as f:
     _Py2Pickler(f, protocol=2).dump(obj)
-
-
-def random_images(n, shape=(32, 32, 3), seed=0):
-  return np.random.RandomState(seed).randint(
-      0, 256, size=(n,) + tuple(shape)).astype(np.uint8)
 
 
 def _channel_major(images):
@@ -246,34 +245,6 @@ def write_svhn(directory, n_train=5, n_test=3, n_extra=0, seed=0):
   return result
 
 
-def write_idx(directory, prefix, images, labels, gzipped=True):
-  """Writes `<prefix>-{images-idx3,labels-idx1}-ubyte[.gz]` (MNIST layout).
-
-  Args:
-    directory: output folder.
-    prefix: 'train' or 't10k'.
-    images: uint8 [N, rows, cols] (or [N, rows, cols, 1]).
-    labels: ints [N].
-    gzipped: gzip the files (as distributed) or not.
-  """
-  os.makedirs(directory, exist_ok=True)
-  images = np.asarray(images, np.uint8).reshape(len(images), images.shape[1],
-                                                images.shape[2])
-  n, rows, cols = images.shape
-  blobs = {
-      '%s-images-idx3-ubyte' % prefix:
-          struct.pack('>IIII', 2051, n, rows, cols) + images.tobytes(),
-      '%s-labels-idx1-ubyte' % prefix:
-          struct.pack('>II', 2049, len(labels)) +
-          np.asarray(labels, np.uint8).tobytes(),
-  }
-  for name, blob in blobs.items():
-    path = os.path.join(directory, name + ('.gz' if gzipped else ''))
-    opener = gzip.open if gzipped else open
-    with opener(path, 'wb') as f:
-      f.write(blob)
-
-
 def write_image_folder(directory, class_images, ext='.png'):
   """Writes `<directory>/<class>/<i:03d><ext>` for {class: uint8 [N,H,W,C]}."""
   for name, images in class_images.items():
@@ -283,22 +254,6 @@ def write_image_folder(directory, class_images, ext='.png'):
       image = np.asarray(image, np.uint8)
       Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image).save(
           os.path.join(folder, '%03d%s' % (i, ext)))
-
-
-def tiny_arrays(n, shape=(8, 8, 3), num_classes=4, seed=0):
-  """Learnable tiny images: class c is noise around a class-specific level.
-
-  Returns:
-    (images uint8 [n, *shape], labels int64 [n]) with labels cycling 0..K-1,
-    so every class has n // num_classes or one more images.
-  """
-  rng = np.random.RandomState(seed)
-  labels = np.arange(n) % num_classes
-  rng.shuffle(labels)
-  levels = np.linspace(40, 215, num_classes)
-  images = levels[labels].reshape(-1, 1, 1, 1) + rng.normal(
-      0, 20, (n,) + tuple(shape))
-  return np.clip(images, 0, 255).astype(np.uint8), labels.astype(np.int64)
 
 
 def prepare_tiny_dataset(data_dir, name='tiny', shape=(8, 8, 3), num_classes=4,
