@@ -193,6 +193,14 @@ def main(argv):
     print('tools/update_build.py names missing targets: %s'
           % ', '.join(sorted(unknown)))
     return 1
+  # Only tests import tests/.
+  wrong = sorted('%s/%s' % (p, n) for p, n in modules.values()
+                 if p != 'tests' and any(
+                     d.startswith('tests.') for d in
+                     _imports(os.path.join(ROOT, p, n), modules)))
+  if wrong:
+    print('only tests may import tests/: %s' % ', '.join(wrong))
+    return 1
   stale = []
   for package in PACKAGES:
     path = os.path.join(ROOT, package, 'BUILD')
