@@ -2,43 +2,8 @@ r"""Soak test: kill -9 at random points of prepare / split / train / export.
 
   .venv/bin/python benchmarks/soak.py [--faults=20] [--seed=0] [--work_dir=DIR]
 
-On tiny MNIST-format data (written here) and a tiny network, each cycle
-runs the four stages as a user would (subprocesses of launch/*.py) and kills
-each one with SIGKILL at a random time within the duration of a clean run of
-that stage, then checks what is on disk and recovers by simply running the
-command again:
-
-  prepare  DATA/mnist is absent or complete (every record verifies); re-run.
-  split    the split is absent or complete (every record verifies); re-run.
-  train    (killed twice per cycle) params.json parses, every checkpoint the
-           state file lists loads, event files read; the newest checkpoint
-           listed before the kill is still there; the resumed run reaches
-           exactly --train_steps and every checkpoint on disk then loads.
-  export   (--overwrite after the first cycle) EXPORT_DIR is absent or a
-           SavedModel that loads; the export before the kill is not lost;
-           re-running leaves one that loads.
-
-Hostile faults (issue 16), one of each per cycle, no kill involved:
-
-  export_onto_run   export with --overwrite and --export_dir equal to the
-                    model directory, then to its parent: both must be
-                    refused (exit 2) with every file of the run intact.
-  overwrite_busy    prepare_data --overwrite --drop_splits of the dataset
-                    while a training reads it: refused (exit 1), the
-                    training finishes, dataset and split still verify.
-  racing_writers    two prepare_data creating the same new dataset, then two
-                    creating the same new split, at the same moment: exactly
-                    one of each wins, the other exits 1 naming the output,
-                    which verifies.
-
-A kill that lands after the process finished is not counted as a fault.
-Prints one line per fault, then the totals and a final JSON line:
-faults injected, runs recovered (the re-run succeeded and its output
-verifies), corrupt outputs (something that looks complete but does not
-load or verify; the goal is 0) and data lost (completed work gone: a
-listed checkpoint or a previous export that disappeared; the goal is 0).
-Training steps since the last checkpoint are redone after a kill; that is
-the expected cost, not lost data.
+The stages, the hostile faults and what counts as recovered, corrupt or
+lost: docs/benchmarks.md.
 """
 
 import argparse

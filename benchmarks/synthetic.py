@@ -1,5 +1,6 @@
 """Synthetic images and MNIST-format files, for benchmarks and tests alike
-(tests/data_fixtures.py re-exports them); see docs/architecture.md."""
+(tests/data_fixtures.py re-exports them).
+"""
 
 import gzip
 import os

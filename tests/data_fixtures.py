@@ -1,27 +1,7 @@
-"""Tiny datasets in the exact published raw formats, and prepared ones.
-
-Raw-format writers (each returns what a correct reader must produce):
-  write_cifar10_python(dir, n_per_batch)  cifar-10-batches-py/ (py2 pickles)
-  write_cifar10_binary(dir, n_per_batch)  cifar-10-batches-bin/
-  write_cifar100_python(dir, n_train, n_test)  cifar-100-python/
-  write_svhn(dir, n_train, n_test, n_extra)    {train,test,extra}_32x32.mat
-  write_idx(dir, prefix, images, labels)       MNIST-style idx files
-  write_image_folder(dir, {class: images})     <dir>/<class>/<i>.png
-
-Prepared data for end-to-end tests:
-  prepare_tiny_dataset(data_dir)  -> DATA/tiny through the real writer
-  make_tiny_split(data_dir)       -> 'tiny.1@8-8', created by the real splitter
-  TinyDataTestCase                -> a tf.test.TestCase whose class shares one
-                                     prepared tiny dataset (cls.data_dir,
-                                     cls.split), removed after the class
-
-Typical use in another test:
-
-  from tests import data_fixtures
-  data_dir = self.get_temp_dir()
-  data_fixtures.prepare_tiny_dataset(data_dir)          # 8x8x3, 4 classes
-  split = data_fixtures.make_tiny_split(data_dir)       # 'tiny.1@8-8'
-  source = sources.resolve(data_dir, split)
+"""Test data and entry points: tiny datasets in the exact published raw formats
+(each writer returns what a correct reader must produce), prepared ones
+through the real writer and splitter, and `run_entry` / `start_entry`, which
+run an entry point as a subprocess. Use: docs/architecture.md.
 """
 
 import os

@@ -1,12 +1,6 @@
-"""Tests of UDA, FlexMatch, FreeMatch, SoftMatch, ReMixMatch and ssl_state.
-
-- each loss against numpy from the formulas, with a linear model
-  (logits = flatten(x) @ kernel + bias) whose weights are read back;
-- the running statistics over several steps, their cross-replica sums under
-  a two-replica MirroredStrategy, and a resume from a checkpoint continuing
-  them exactly;
-- core.model_fn in TRAIN (real steps, finite losses), EVAL and PREDICT, and
-  static shapes in the training graph (the NPU path needs them).
+"""Tests of UDA, FlexMatch, FreeMatch, SoftMatch, ReMixMatch and ssl_state:
+losses against numpy, running statistics (across replicas and a resume),
+and core.model_fn in every mode.
 """
 
 import json

@@ -1,11 +1,6 @@
-"""The Ascend path against the recording npu_bridge stand-in.
-
-Covers the rank environment and rank tables (launch/ascend.py), the
-NPURunConfig arguments, the optimizer wrapping for 1 and 8 ranks and the
-loss-scale settings per precision mode (launch/devices.py through
-model_fns.spec.launch_hooks), sharding by rank, static input shapes of every
-algorithm, real training and evaluation through the stand-in NPUEstimator,
-and the per-rank launcher (launch/npu_launch.py).
+"""The Ascend path against the recording npu_bridge stand-in
+(tests/fake_npu_bridge): rank tables, run config, optimizer wrapping,
+sharding, real training and the per-rank launcher.
 """
 
 import contextlib

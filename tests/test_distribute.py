@@ -1,8 +1,5 @@
-"""tf.distribute: TF_CONFIG checks, strategy correctness, a real local cluster.
-
-Tiny 8x8 data through the real writer and splitter and a tiny network, as in
-tests/test_reliability.py. The cluster test starts launch/local_cluster.py
-(chief + 2 workers, multi_worker_mirrored on 127.0.0.1) as a subprocess.
+"""tf.distribute: TF_CONFIG checks, strategy correctness, and a real local
+cluster (launch/local_cluster.py: chief + 2 workers on 127.0.0.1).
 """
 
 import glob

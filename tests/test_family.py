@@ -1,12 +1,6 @@
-"""Tests of the MixMatch-family algorithms (model_fns/<name>.py).
-
-Three kinds of checks:
-- losses against numpy, with a linear model (flatten -> dense) whose weights
-  are read back, and MixUp made the identity where it would hide the check
-  (beta -> 0 gives lambda = 1);
-- input needs, defaults and parameter errors;
-- core.model_fn in TRAIN (real steps on 8x8 images with a conv + batch-norm
-  trunk: finite losses, moving weights and EMA), EVAL and PREDICT.
+"""Tests of the MixMatch-family algorithms (model_fns/<name>.py): losses
+against numpy on a linear model, input needs, defaults and errors, and
+core.model_fn in every mode.
 """
 
 import collections

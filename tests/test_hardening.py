@@ -1,10 +1,5 @@
 """Issue 16: no command destroys a run or a dataset, racing writers never
 replace each other, any legal path works, and hostile input gets one line.
-
-Tiny 8×8 data through the real writer and splitter, a tiny network, as in
-tests/test_reliability.py. Entry points run in-process where the protection
-does not need a separate process, and as subprocesses (batched where
-possible) where exit codes or real concurrency are the point.
 """
 
 import contextlib

@@ -1,8 +1,5 @@
-"""The entry points for real: prepare → train → eval → export, resume, NPU.
-
-Training runs a few steps of a tiny network on tiny 8×8 data written through
-the real writer and splitter; every entry point runs as a subprocess, the way
-a user runs it.
+"""The entry points for real, as subprocesses: prepare → train → eval → export,
+resume, NPU.
 """
 
 import json

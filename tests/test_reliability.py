@@ -1,10 +1,5 @@
-"""Fault injection: locks, NaN, full disks, kill -9, corrupt data, bad flags.
-
-Issue 6's protections, each tested so that removing it fails a test. Tiny
-8×8 data through the real writer and splitter and a tiny network, as in
-tests/test_launch.py. Training runs in-process where the protection does
-not need a separate process (faster: no TensorFlow import), and as a
-subprocess where it does (locks, exit codes, file-size limits, kill -9).
+"""Fault injection (issue 6): locks, NaN, full disks, kill -9, corrupt data,
+bad flags; each protection tested so that removing it fails a test.
 """
 
 import ast

@@ -1,9 +1,5 @@
-"""launch/report.py on tiny real runs, and its event reading on known events.
-
-Two runs of a tiny network on 8x8 data train through launch/train.py as
-subprocesses (one with an EMA and launch/eval.py's table, one without
-either); the report must plot them, predict the test set into a confusion
-matrix that agrees with eval.py, and copy eval_results.json into Markdown.
+"""launch/report.py on tiny real runs (plots, confusion matrix, Markdown
+table), and its event reading on known events.
 """
 
 import json
