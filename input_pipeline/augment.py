@@ -527,7 +527,7 @@ def view_seeds(seed):
 
 
 def view(image01, name, params, norm, seed):
-  """One named view of a [0, 1] float image [H, W, C] (see module docstring).
+  """One named view of a [0, 1] float image [H, W, C] (docs/architecture.md).
 
   Equals view_geometry(normalize(view_pixels(image01, .., pixel_seed)), ..,
   geometry_seed) with the seeds of view_seeds(seed); the input pipeline

@@ -258,7 +258,7 @@ def shard_size(count, num_shards, shard_index):
 def train_input_fn(source, needs, params, seed=None, num_shards=1,
                    shard_index=0, start_step=0, batches_per_step=1,
                    norm=None):
-  """Estimator input_fn for training; see the module docstring.
+  """Estimator input_fn for training; docs/architecture.md.
 
   Args:
     source: a DataSource.

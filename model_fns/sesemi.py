@@ -64,7 +64,7 @@ def input_needs(params):
 
 
 def train_steps(params, counts):
-  """`(pool // batch_size) * epochs`, the pool as described in the docstring.
+  """`(pool // batch_size) * epochs`, the pool of `sesemi_variant` (docs/algorithms.md).
 
   Args:
     params: resolved params.

@@ -249,7 +249,7 @@ def build_train_spec(losses, params, features=None):
 
   Returns:
     `tf.estimator.EstimatorSpec` whose train_op performs the step described
-    in the module docstring.
+    in docs/architecture.md ("Details by module").
   """
   global_step = tf.train.get_or_create_global_step()
   lr = learning_rate(global_step, params)

@@ -11,7 +11,7 @@ NAME = 'nin'
 
 
 def build(images, training, params):
-  """Returns the [B, 192] embedding of `images` (see the module docstring).
+  """Returns the [B, 192] embedding of `images` (docs/architecture.md).
 
   Args:
     images: float32 [B, H, W, C], normalised.

@@ -14,7 +14,7 @@ _WIDTHS = (32, 64, 128)
 
 
 def build(images, training, params):
-  """Returns the [B, 128] embedding of `images` (see the module docstring).
+  """Returns the [B, 128] embedding of `images` (docs/architecture.md).
 
   Args:
     images: float32 [B, H, W, C], normalised.
