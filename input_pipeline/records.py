@@ -1,4 +1,4 @@
-"""The TFRecord schema: one tf.train.Example per image (docs/architecture.md)."""
+"""The TFRecord schema: one tf.train.Example per image; docs/architecture.md."""
 
 import io
 

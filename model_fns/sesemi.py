@@ -64,7 +64,7 @@ def input_needs(params):
 
 
 def train_steps(params, counts):
-  """`(pool // batch_size) * epochs`, the pool of `sesemi_variant` (docs/algorithms.md).
+  """`(pool // batch_size) * epochs`; the pool: docs/algorithms.md.
 
   Args:
     params: resolved params.

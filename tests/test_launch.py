@@ -1,5 +1,5 @@
-"""The entry points for real, as subprocesses: prepare → train → eval → export,
-resume, NPU.
+"""The entry points for real, as subprocesses: prepare → train → eval →
+export, resume, NPU.
 """
 
 import json

@@ -178,8 +178,8 @@ class LockTest(ReliabilityTestBase):
       result = run_entry('train', *self.train_args(
           model_dir, '--train_steps=100000', '--save_checkpoints_steps=50000'))
       self.assertOneLine(
-          result.stderr, 2, result.returncode, 'error: model_dir %s is in use by another training '
-          'process (pid %d)' % (model_dir, first.pid))
+          result.stderr, 2, result.returncode, 'error: model_dir %s is in '
+          'use by another training process (pid %d)' % (model_dir, first.pid))
     finally:
       kill9(first)
     # The kernel released the dead process's lock: the next run takes it.
