@@ -8,50 +8,7 @@ time to accuracy, and a supervised ceiling on all 60,000 labels.
       [--extra=--network=resnet,--filters=16] [--evals_per_run=20] \
       [--ceiling] [--docs_dir=docs]
 
-Prepares Fashion-MNIST into DATA when it is missing (launch/prepare_data.py
-from --source_dir, Debian's dataset-fashion-mnist that setup.sh installs)
-and the splits fashion_mnist.SEED@LABELS-VALID. Then, for each label count,
-seed and algorithm, trains from the algorithm's preset
-launch/configs/fmnist_ALGO.cfg plus --extra (the same for every run, e.g.
-the network) and --seed=SEED through launch/train.py, for
-ceil(labeled_images / labeled images a step) steps with --evals_per_run
-periodic validation evaluations, and evaluates through launch/eval.py; both
-run as subprocesses. The labeled images a step are train.py's own count
-(launch/train.py images_per_step on the algorithm's InputNeeds; SESEMI's
-labeled batch is 6 x --batch_size). Seeds: --seeds for every label count,
---label_seeds=LABELS:SEED[:SEED...] overrides them for a label count.
---ceiling (default on) adds one supervised run (preset fmnist_supervised,
-first seed) on the whole prepared training split, `fashion_mnist` (all
-60,000 labels, no validation part), at the same budget.
-
-Figures: the headline is test accuracy of the EMA model where the run keeps
-one, else of the raw model, untuned (launch/eval.py `headline`); "tuned"
-is the same model after eval.py's batch-norm re-estimation (its default
---tune=stream). A cell over several seeds shows mean ± spread, the spread
-being the sample standard deviation over the seeds. "min to 80 %" / "min to
-85 %": wall minutes (training and its periodic evaluations, summed over
-sessions) until a periodic evaluation's validation accuracy (EMA where
-kept, else raw; the ceiling has no validation part: test) first reached
-80 % / 85 %; "-" when it never did; "(k/n)" when only k of n seeds did (the
-mean is over those).
-
-Resuming: a run whose eval_results.json is at its last step is not run
-again; an interrupted run resumes from its newest checkpoint (train.py does
-that), so running the same command again after a kill continues. A model
-directory trained with other params (another preset or --extra) is refused.
-Each run's wall time (training and evaluation, summed over sessions), the
-wall time at each periodic evaluation and the TensorFlow runtime of each
-session are kept in MODEL_DIR/accuracy_timing.json.
-
-Writes DOCS_DIR/accuracy.md (the machine and runtime, the command, one
-table per label count, the ceiling) and, per label count, launch/report.py's
-plots and report.md in DOCS_DIR/accuracy/LABELS/ (written again when it is
-missing or older than an eval_results.json of that label count). Prints the
-tables and, as the last line, one JSON object with every figure.
-
-Layout: WORK_DIR/LABELS/ALGORITHM_sSEED is a model directory, with its
-accuracy.log (the output of train.py and eval.py); the ceiling is
-WORK_DIR/all/supervised_sSEED.
+What it runs, its figures, resuming and its files: docs/benchmarks.md.
 """
 
 import json

@@ -6,23 +6,7 @@ r"""The product's training rate against the research code's, on this machine.
       [--results=benchmarks/results/against_research.jsonl] \
       [--output=docs/against_research.md]
 
-The speed issue timed the research code (RealMix: libml, WRN-28-2, batch 64
-+ 2x64; SESEMI: Keras, convnet, batch 16 = 96 + 96 images) on a machine
-where `benchmarks/bare_step.py` with the stock tensorflow 1.15.0 wheel ran
-at 56 img/s. A shared virtual machine's speed drifts by 10-20 % over hours,
-so a comparison made of figures taken at different times is only as good
-as that drift. Each round here therefore measures, back to back:
-
-  1. the yardstick: `bare_step.py` with the stock wheel (--yardstick);
-  2. `throughput.py` (real phase: the product's own Estimator, tf.data
-     pipeline and model_fn) for every algorithm and flavour;
-
-and rescales the research figures by (yardstick here) / 56 for that round.
-A round's ratio is our labeled img/s over the research code's rescaled
-labeled img/s. Every round's JSON is appended to --results; the Markdown
-table (each round, then the median over all rounds in the file) is written
-to --output and printed. Rounds already in --results count towards
---rounds, so the script resumes.
+How a round rescales the research figures: docs/benchmarks.md.
 """
 
 import json

@@ -2,16 +2,7 @@ r"""The machine's reference rate: a bare WRN-28-2 training step, no product code
 
   python benchmarks/bare_step.py [--batch_size=64] [--steps=5] [--warmup=3] [--xla]
 
-A WRN-28-2 (libml's layout: filters 32, 4 blocks a stage, 3 stages,
-pre-activation, LeakyReLU 0.1, fused batch norm) on one constant batch of
-32x32x3 images, cross-entropy, Adam, written directly with tf.layers in a
-plain session. It uses nothing of this repository, so its img/s says how
-fast this machine and this TensorFlow build run the convolutions every
-algorithm here is made of; the speed issue's reference figures (the stock
-wheel at 56 img/s, intel-tensorflow at 101 img/s) are this measurement on
-the machine where the research code was timed, and the ratio of the two
-rescales those figures to this machine. Prints the figures and, as its last
-line, one JSON object.
+What it measures and why: docs/benchmarks.md.
 """
 
 import json

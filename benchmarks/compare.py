@@ -3,15 +3,7 @@ r"""Compares algorithms at an equal number of steps on one split.
   python benchmarks/compare.py --data_dir=DATA --dataset=fashion_mnist.1@1000-5000 \
       --train_steps=500 --work_dir=runs/compare [--algorithms=supervised,sesemi,...]
 
-Each algorithm trains from its Fashion-MNIST preset (launch/configs/
-fmnist_ALGORITHM.cfg) with the same network and the same number of steps,
-through the real entry points (launch/train.py, launch/eval.py, as
-subprocesses), then the evaluation table is read back. Prints a Markdown table
-of test accuracy (the headline: EMA where kept, else raw, untuned; its tuned
-value; raw and EMA) and the steady-state labeled img/s of
-training (mean of the progress lines after the first), and as its last line
-one JSON object with the same figures. A finished run is not trained again,
-so the script resumes where it stopped.
+Its figures: docs/benchmarks.md.
 """
 
 import json

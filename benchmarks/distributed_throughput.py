@@ -3,24 +3,7 @@ r"""Training throughput of one worker vs a 2-worker cluster on this machine.
   nice -n 19 python benchmarks/distributed_throughput.py [--steps=30] \
       [--warmup=10] [--batch_size=32] [--workers=1]
 
-Writes random 32x32x3 images in 10 classes as a prepared dataset (the
-writer and splitter of benchmarks/throughput.py) in a temporary directory,
-then trains the same fixed small config (supervised, resnet filters 8,
-repeat 1, scales 2, `--batch_size` per replica) twice through the product's
-own entry points:
-
-  * single: `launch/train.py --distribution_strategy=off`, one process;
-  * cluster: `launch/local_cluster.py --workers=W` (chief + W workers,
-    `multi_worker_mirrored`, all on 127.0.0.1), so 1 + W replicas a step,
-    each on its own input shard.
-
-Figures come from the trainer's progress lines (`--log_every_steps` =
-`--warmup`): each line's labeled img/s covers the steps since the previous
-line and counts every replica's batch (global images). The first line (the
-`--warmup` steps: graph start, collective setup) is dropped; the rest are
-combined as total images / total seconds. Prints both runs, the speed-up
-(cluster / single labeled img/s) and per-replica efficiency, and, as its
-last line, one JSON object with every figure.
+What it runs and how the figures are combined: docs/benchmarks.md.
 """
 
 import json

@@ -3,20 +3,7 @@ r"""Throughput of the training input pipeline on CIFAR-shaped data.
   python benchmarks/input_throughput.py [--images=5000] [--batches=20] \
       [--warmup=3] [--configs=sesemi,sesemi_zca,mixmatch,fixmatch]
 
-Writes `--images` random 32x32x3 images (10 classes) as real PNG TFRecords
-to a temporary directory (a fifth labeled, the rest unlabeled), builds
-`inputs.train_input_fn` for each configuration, runs `--warmup` batches,
-then times `--batches` batches and prints labeled and total images per
-second (total = labeled + unlabeled x views + proxy images), then one JSON
-line with every figure.
-
-Configurations: each algorithm's own input needs and normalisation with
-its default hyperparameters (model_fns/<algorithm>.py), i.e.
-  sesemi      96 labeled 'sesemi' + 16 unlabeled -> 96 proxy images, gcn
-  sesemi_zca  the same with gcn_zca (a ZCA fitted on the random images)
-  mixmatch    64 labeled 'weak' + 64 unlabeled x ('weak', 'weak')
-  realmix     64 labeled 'weak' + 64 unlabeled x 2 of its unlabeled view
-  fixmatch    64 labeled 'weak' + 448 unlabeled x ('weak', 'strong')
+The data and the configurations: docs/benchmarks.md.
 """
 
 import collections

@@ -2,43 +2,8 @@ r"""Soak test: kill -9 at random points of prepare / split / train / export.
 
   .venv/bin/python benchmarks/soak.py [--faults=20] [--seed=0] [--work_dir=DIR]
 
-On tiny MNIST-format data (written here) and a tiny network, each cycle
-runs the four stages as a user would (subprocesses of launch/*.py) and kills
-each one with SIGKILL at a random time within the duration of a clean run of
-that stage, then checks what is on disk and recovers by simply running the
-command again:
-
-  prepare  DATA/mnist is absent or complete (every record verifies); re-run.
-  split    the split is absent or complete (every record verifies); re-run.
-  train    (killed twice per cycle) params.json parses, every checkpoint the
-           state file lists loads, event files read; the newest checkpoint
-           listed before the kill is still there; the resumed run reaches
-           exactly --train_steps and every checkpoint on disk then loads.
-  export   (--overwrite after the first cycle) EXPORT_DIR is absent or a
-           SavedModel that loads; the export before the kill is not lost;
-           re-running leaves one that loads.
-
-Hostile faults (issue 16), one of each per cycle, no kill involved:
-
-  export_onto_run   export with --overwrite and --export_dir equal to the
-                    model directory, then to its parent: both must be
-                    refused (exit 2) with every file of the run intact.
-  overwrite_busy    prepare_data --overwrite --drop_splits of the dataset
-                    while a training reads it: refused (exit 1), the
-                    training finishes, dataset and split still verify.
-  racing_writers    two prepare_data creating the same new dataset, then two
-                    creating the same new split, at the same moment: exactly
-                    one of each wins, the other exits 1 naming the output,
-                    which verifies.
-
-A kill that lands after the process finished is not counted as a fault.
-Prints one line per fault, then the totals and a final JSON line:
-faults injected, runs recovered (the re-run succeeded and its output
-verifies), corrupt outputs (something that looks complete but does not
-load or verify; the goal is 0) and data lost (completed work gone: a
-listed checkpoint or a previous export that disappeared; the goal is 0).
-Training steps since the last checkpoint are redone after a kill; that is
-the expected cost, not lost data.
+The stages, the hostile faults and what counts as recovered, corrupt or
+lost: docs/benchmarks.md.
 """
 
 import argparse
@@ -59,11 +24,11 @@ sys.path.insert(0, ROOT)
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
 import tensorflow.compat.v1 as tf
 
+from benchmarks import synthetic
 from input_pipeline import dataset_info
 from input_pipeline import sources
 from input_pipeline.errors import DataError
 from launch import export as export_lib
-from tests import data_fixtures
 
 TRAIN_STEPS = 20
 SPLIT = 'mnist.1@100-100'
@@ -186,9 +151,9 @@ class Soak(object):
   # Set-up.
 
   def setup(self):
-    images, labels = data_fixtures.tiny_arrays(3000, (28, 28, 1), 10)
-    data_fixtures.write_idx(self.raw, 'train', images[..., 0], labels)
-    data_fixtures.write_idx(self.raw, 't10k', images[:500, ..., 0],
+    images, labels = synthetic.tiny_arrays(3000, (28, 28, 1), 10)
+    synthetic.write_idx(self.raw, 'train', images[..., 0], labels)
+    synthetic.write_idx(self.raw, 't10k', images[:500, ..., 0],
                             labels[:500])
     self.durations['prepare'] = timed('prepare_data', self.prepare_args())
     self.durations['split'] = timed('prepare_data', [
@@ -333,7 +298,7 @@ class Soak(object):
       return 'absent'
     try:
       predict = export_lib.load_saved_model(self.export_dir)
-      predict('serving_default', data_fixtures.random_images(2, (28, 28, 1)))
+      predict('serving_default', synthetic.random_images(2, (28, 28, 1)))
     except (OSError, IOError, tf.errors.OpError, ValueError, RuntimeError):
       return 'corrupt'
     return 'complete'

@@ -4,15 +4,7 @@ r"""CPU time per thread of a throughput.py run, in each phase's timed window.
       .venv/bin/python benchmarks/throughput.py --algorithm=fixmatch \
       --steps=5 --warmup=2 --ceiling
 
-Runs the command, passes its output through, and samples every thread of
-its process (/proc/PID/task/*/stat: user + system time) every --interval
-seconds. TensorFlow 1.15 does not name its threads, so they are reported by
-rank (the busiest first): on a CPU session these are the intra-op (Eigen)
-pool, the inter-op pool, and tf.data's own threads. For each phase the
-command's last-line JSON reports (`real`, `ceiling`), the window is its
-timed steps (`steps` x `s_per_step`, ending when the phase's line was
-printed); prints the window, the process's CPU seconds, cores busy, and
-each thread's CPU seconds, then one JSON object as the last line.
+How threads and windows are measured: docs/benchmarks.md.
 """
 
 import json

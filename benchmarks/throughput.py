@@ -5,37 +5,7 @@ r"""Training throughput: real steps, and the in-graph ceiling of the same step.
       [--data=synthetic_tfrecords] [--flagfile=launch/configs/X.cfg] \
       [--intra_op_threads=N] [--inter_op_threads=N] [--xla]
 
-Real phase: the product's own training path. `--data=synthetic_tfrecords`
-(the default) writes `--images` random 32x32x3 images in 10 classes as a
-prepared dataset through `input_pipeline.writer` (real PNG TFRecords, with
-zca.npz when the normalisation is gcn_zca) and creates the split
-`synthetic.1@<labeled_images>-0` with the real splitter, in a temporary
-directory; `--data=prepared` uses `--data_dir` and `--dataset` instead. It
-then trains through `launch/devices.make_estimator` (the Estimator train.py
-builds, with the same run config flags) on `inputs.train_input_fn` and
-`model_fns.core.model_fn`, `--warmup` untimed steps then `--steps` timed
-steps, timed from the end of the last warm-up step to the end of the last
-step.
-
-Ceiling phase (`--ceiling`): the same model_fn with every input a fixed
-in-graph tensor: one batch of the real pipeline is stored once in
-non-trainable variables, so each step reads no tf.data and feeds nothing,
-and a plain session runs `train_op` `--warmup` + `--steps` times with the
-same session config. Pipeline efficiency = real img/s / ceiling img/s.
-
-Hyperparameters are train.py's flags (algorithm defaults < --flagfile <
-explicit flags); `--train_steps`/`--epochs` only set the schedule length.
-Prints both phases (s/step, labeled img/s, total img/s, peak RSS) and, as
-its last line, one JSON object with every figure. Labeled images are the
-labeled batch of a step (SESEMI: 6 x batch_size); total images count every
-image through the network (labeled + unlabeled x views + proxy images).
-Peak RSS is the process's maximum resident set (getrusage) at the end of a
-phase; the ceiling runs second, so its figure is the maximum of both.
-`cpu_s_per_step` is the process's CPU time (every thread: the step's ops
-and, in the real phase, the input pipeline) per timed step, and
-`cores_busy` that over the wall time: a real phase slower than its ceiling
-with more CPU a step spends the difference on extra work; one with the
-same CPU and fewer cores busy waits.
+The two phases and every figure: docs/benchmarks.md.
 """
 
 import json

@@ -7,23 +7,7 @@ r"""Runs benchmarks/throughput.py for every algorithm and TensorFlow flavour.
       [--results=benchmarks/results/throughput.jsonl] \
       [--output=docs/throughput_table.md] [--extra=--images=2000]
 
-Each (flavour, algorithm) pair is one `throughput.py` process with the
-algorithm's default network and batch size on synthetic CIFAR-shaped
-TFRecords (`--ceiling` for the algorithms in --ceiling_for), run one at a
-time so that runs do not share the CPU. A flavour is a name and the Python
-interpreter of a virtual environment (`bash setup.sh` makes `.venv` with
-tensorflow 1.15.0; `bash setup.sh --flavor=intel --venv=.venv-intel` one with
-intel-tensorflow 1.15.2). The intel flavour runs with INTEL_ENV (OpenMP
-settings that measured at least as fast), unless the variables are already
-set.
-
-Every finished run's last-line JSON is appended to --results, with the
-flavour's name; a pair already there is not run again (so the script
-resumes after an interruption; --rerun forces). With --rounds=N every
-pair runs N times, alternated, and the table shows the median round (peak RSS:
-the largest). The Markdown table of every
-result in the file is written to --output (temporary name, then rename) and
-printed.
+Flavours, resuming and the table: docs/benchmarks.md.
 """
 
 import collections

@@ -1,42 +1,7 @@
-"""Image augmentations as TensorFlow graph ops, seeded and per image.
+"""Image augmentations as graph ops, stateless and seeded per image: the views
+'none', 'weak', 'strong', 'realmix' and 'sesemi' (`view`).
 
-Every random op is *stateless*: it takes a seed, an int64 tensor of shape
-[2], and the same (image, seed) always gives the same output, whatever the
-parallelism of the tf.data map that calls it. The input pipeline derives one
-seed per element from a base seed and the element's position in its stream;
-`split_seed` derives independent sub-seeds from it for each random decision.
-
-Order of the operations in every view (`view`):
-
-  1. the decoded uint8 image is scaled to float [0, 1] (`to_unit`);
-  2. pixel-value operations, defined on [0, 1]: RandAugment ('strong'),
-     cutout and colour jitter ('realmix'); their output is in [0, 1];
-  3. normalisation (`preprocessing.normalize`, on the [0, 255] scale);
-  4. geometric and noise operations on the normalised image: flip, reflect
-     pad-and-crop, integer shift, cutout, Gaussian noise.
-
-The views (docs/architecture.md):
-
-  'none':    normalise only.
-  'weak':    flip (if params['aug_flip']) + reflect-pad-`aug_crop_pad` random
-             crop (libml's default augmentation).
-  'strong':  RandAugment(`randaugment_ops` ops, random magnitude) in pixel
-             space, then weak, then cutout (FixMatch).
-  'realmix': RealMix's cutout (probability 0.3, 2-40 % of the area, random
-             fill; `random_erase`) and colour jitter in pixel space, then
-             weak (the reference's augmentation, random per image).
-  'sesemi':  integer shift in {-aug_shift..aug_shift} per axis with reflect
-             fill, flip (if params['aug_flip']), Gaussian noise
-             `aug_noise_std` (SESEMI).
-
-The 'strong' view's cutout fills its square with 0 in normalised space: the grey 0.5 pixel for
-'minus_one_one' (as FixMatch does), the dataset mean for 'standardize', the
-per-image mean for 'gcn'.
-
-Fill conventions: the weak crop pads with tf.pad 'REFLECT' (numpy 'reflect',
-edge pixel not repeated, as libml); the SESEMI shift pads with 'SYMMETRIC'
-(numpy 'symmetric', edge pixel repeated), which is what Keras/scipy call
-'reflect' and what vuptran/sesemi used.
+Views, order of operations and fill conventions: docs/architecture.md.
 """
 
 import math
@@ -563,7 +528,7 @@ def view_seeds(seed):
 
 
 def view(image01, name, params, norm, seed):
-  """One named view of a [0, 1] float image [H, W, C] (see module docstring).
+  """One named view of a [0, 1] float image [H, W, C] (docs/architecture.md).
 
   Equals view_geometry(normalize(view_pixels(image01, .., pixel_seed)), ..,
   geometry_seed) with the seeds of view_seeds(seed); the input pipeline

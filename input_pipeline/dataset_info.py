@@ -1,10 +1,6 @@
 """`dataset_info.json`: loading, shard paths and verification.
 
-Layout (docs/architecture.md): `DATA/<name>/dataset_info.json` beside the
-shards `<split>-<i:05d>-of-<n:05d>.tfrecord`. Each shard entry records
-`file`, `count`, `sha256` and `bytes` (the file size; an addition to the
-documented form that makes the cheap check cheap). The same shard-entry form
-is used by `split.json`, which verifies through `verify_part`.
+The file's form: docs/architecture.md.
 """
 
 import hashlib

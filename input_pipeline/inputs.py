@@ -1,56 +1,7 @@
 """tf.data input functions for Estimators: training, evaluation, prediction.
 
-Each builder returns a zero-argument callable (an Estimator `input_fn`) that
-builds a `tf.data.Dataset`. `source` is a `sources.DataSource` (any object
-with the fields `name, dataset_dir, info, split, files, counts`).
-
-Training (`train_input_fn`): elements are `(features, features['label'])`
-with the keys of docs/architecture.md, all shapes static:
-
-  image            float32 [B, H, W, C]     labeled batch, `labeled_view`
-  label            int64   [B]
-  unlabeled_views  float32 [U, V, H, W, C]  view v of image u is [u, v]
-                                            (absent when V = 0, i.e. SESEMI
-                                            with proxy='unlabeled')
-  unlabeled_label  int64   [U]              true label or -1, for monitoring
-  unlabeled_index  int64   [U]              the records' `index` (only when
-                                            needs.unlabeled_index)
-  proxy_image      float32 [P*6, H, W, C]   SESEMI proxy images
-  proxy_label      int64   [P*6]            0..5 (augment.proxy_transforms)
-
-Streams: the labeled images (files['labeled']) and the unlabeled pool
-(files['unlabeled'], plus the labeled files when
-needs.unlabeled_keeps_labeled) are separate datasets, each sharded, decoded,
-optionally cached as decoded uint8 (params['cache_images']), shuffled
-pass by pass (cached: each pass permuted whole; else with a buffer of
-params['shuffle_buffer']; 0 or 1: no shuffling), repeated, augmented and
-batched with drop_remainder; the batched streams are zipped. Augmentation
-runs augment.view in its two halves: pixel-value ops per image, then
-normalisation, then geometric/noise ops per image (the same result as
-augment.view); for 'gcn_zca' the normalisation runs on groups of NORM_BATCH
-images, one matrix product per group. Proxy images come either
-from the first needs.proxy_batch images of each unlabeled batch
-(proxy='unlabeled') or from a second, independently shuffled labeled stream
-(proxy='labeled'); their source images get the 'sesemi' view without the
-flip (SESEMI flips the supervised branch only), then the 6 transforms.
-
-Streams continue: each stream is its records pass after pass, pass e
-shuffled with a seed made of (stream seed, e), and a pipeline built for
-global step s (`start_step`) starts at position s x batch, where a pipeline
-built at step 0 would be by then. Successive train calls (evaluation
-chunks) and resumed runs with the same `seed` therefore see one stream,
-and over E passes every image is drawn E times.
-
-Determinism: every element of a stream gets the augmentation seed
-[stream_seed, position in the stream], and all augmentations are stateless
-(augment.py), so a given `seed` gives the same batches whatever the
-parallelism. `seed=None` draws a fresh base seed.
-
-Evaluation and prediction: one pass in file order (files read one after
-the other), no augmentation (view
-'none', normalised per batch), batches of `batch_size`; the last batch is
-padded to the full size with zero images whose `mask` is 0, `label` 0 and
-`index` -1, so every batch has a static shape.
+Each builder returns an Estimator `input_fn` over a `sources.DataSource`.
+Features, streams, determinism and padding: docs/architecture.md.
 """
 
 import collections
@@ -307,7 +258,7 @@ def shard_size(count, num_shards, shard_index):
 def train_input_fn(source, needs, params, seed=None, num_shards=1,
                    shard_index=0, start_step=0, batches_per_step=1,
                    norm=None):
-  """Estimator input_fn for training; see the module docstring.
+  """Estimator input_fn for training; docs/architecture.md.
 
   Args:
     source: a DataSource.

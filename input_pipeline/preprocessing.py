@@ -1,24 +1,7 @@
 """Pixel normalisation, shared by the input pipeline, eval and the SavedModel.
 
-`norm_spec(info, mode, dataset_dir)` builds a plain dict from the dataset's
-metadata (and, for 'gcn_zca', its stored ZCA matrix); it computes nothing
-from images, so it is cheap and gives the same dict every time.
-`normalize(images, norm)` applies it in the graph.
-
-Modes (x is the pixel value on the [0, 255] scale):
-
-  'zero_one'       x / 255
-  'minus_one_one'  x / 127.5 - 1                      (libml)
-  'standardize'    (x / 255 - mean_c) / std_c          per channel, from
-                                                       dataset_info.json
-  'gcn'            u = x / 255 flattened per image; u -= mean(u);
-                   55 * u / ||u||_2 (||u|| below GCN_EPS counts as 1)  (SESEMI)
-  'gcn_zca'        gcn, then (g - zca_mean) @ zca_matrix with the image
-                   flattened in [H, W, C] order; zca.npz holds `mean` [D] and
-                   `matrix` [D, D], D = H*W*C
-
-'gcn' and 'gcn_zca' are the graph versions of input_pipeline/zca.py's
-gcn_numpy and apply_numpy (same constants).
+`norm_spec` builds the plain dict that `normalize` applies in the graph; the
+modes: docs/architecture.md.
 """
 
 import hashlib

@@ -1,22 +1,7 @@
 """Readers of raw dataset files in their published formats.
 
-Every reader returns a `RawDataset`: `splits` maps a split name (`train`,
-`test`, `extra`, `unlabeled`) to `(images, labels)` with images uint8
-`[N, H, W, C]` and labels int64 `[N]` (-1 where unknown), plus the class
-names and a short `source` tag recorded in dataset_info.json. Problems with
-the files raise `DataError` naming the file and what was expected.
-
-Supported inputs:
-  * CIFAR-10 python pickles (`cifar-10-batches-py/`) or binary batches
-    (`cifar-10-batches-bin/`); CIFAR-100 python (`cifar-100-python/`).
-  * SVHN cropped digits (`train_32x32.mat`, `test_32x32.mat`, optional
-    `extra_32x32.mat`).
-  * MNIST / Fashion-MNIST idx files, gzipped or not.
-  * Image folders (`<source_dir>/<class>/*.png|jpg|jpeg`).
-  * Already-downloaded TensorFlow Datasets (`tfds:NAME`).
-
-Pickles are loaded with a restricted unpickler that only resolves the numpy
-globals an ndarray needs, so a crafted file cannot run code.
+CIFAR-10/100, SVHN, MNIST-style idx, image folders and TensorFlow Datasets,
+each read into a `RawDataset`: docs/architecture.md.
 """
 
 import collections

@@ -1,8 +1,4 @@
-"""The TFRecord schema: one tf.train.Example per image.
-
-`image` is an encoded PNG, `label` an int64 (-1 when unknown) and `index` the
-image's stable position in its source split.
-"""
+"""The TFRecord schema: one tf.train.Example per image; docs/architecture.md."""
 
 import io
 

@@ -1,27 +1,8 @@
-"""What differs between the two runtimes, in one place.
+"""What differs between TensorFlow 1.15 and 2.15, in one place.
 
-The product runs on TensorFlow 1.15 (Python 3.7; the default, and what
-Ascend's npu_bridge needs) and on TensorFlow 2.15 (Python 3.11; today's GPUs,
-oneDNN on CPU) as the same `tf.compat.v1` graph code. Every difference
-between the two is handled here, so the rest of the code has no version
-branches (../shared/ENVIRONMENT.md lists what differed):
-
-  * `dim(d)`: a static dimension as an int or None (TF 1.15 gives
-    `Dimension` objects, TF 2 ints);
-  * `graph_mode()`: eager execution off (TF 2 starts eager; entry points and
-    tests call it before building graphs);
-  * `TF2`, `VERSION`, `onednn_enabled()`: the version and whether the build
-    runs oneDNN (MKL-DNN) kernels;
-  * `error_line(e)`: the line of a TensorFlow error message that says what
-    went wrong (TF 2 starts it with `Graph execution error:` and a trace);
-  * `disable_tfds_gcs()` / `restore_tfds_gcs()`: tensorflow_datasets'
-    internal switch that keeps it off the network (renamed in 4.x);
-  * `dense_initializer()`: the kernel initializer of dense layers, given
-    explicitly so that it follows the graph seed on both runtimes (TF 2's
-    default is a Keras initializer that ignores it).
-
-This module lives in `input_pipeline` (the lowest layer) so that
-input_pipeline, model_fns and launch can all import it.
+The rest of the code has no version branches; this module is in the lowest
+layer so that every package can import it. What it covers:
+docs/architecture.md.
 """
 
 import tensorflow.compat.v1 as tf

@@ -1,10 +1,4 @@
-"""Resolving a dataset or split name to its files (docs/architecture.md).
-
-`resolve(data_dir, 'fashion_mnist')`: labeled = unlabeled = the whole train
-split, no valid. `resolve(data_dir, 'fashion_mnist.1@1000-5000')`: the parts
-of that split. Both also give the dataset's `test` and `train` splits. `verify(source)`
-checks every shard a DataSource reads (sha256; with deep=True every record).
-"""
+"""Resolving a dataset or split name to its files (docs/architecture.md)."""
 
 import collections
 import contextlib

@@ -1,30 +1,6 @@
 """Semi-supervised splits `NAME.SEED@LABELS-VALID[.TAG]` of a prepared dataset.
 
-A split of `DATA/NAME` lives in `DATA/NAME/splits/<split name>/`: split.json
-plus the TFRecords of its three parts, drawn from NAME's train split:
-
-  * `labeled`: LABELS images, LABELS / (number of labeled classes) from each
-    labeled class, true labels kept;
-  * `valid`: VALID images of the labeled classes, disjoint from `labeled`,
-    true labels kept;
-  * `unlabeled`: every other train image (never a labeled or valid one),
-    restricted to `unlabeled_classes` when given, labels kept for
-    monitoring; then the images of the `extra_unlabeled` datasets, label -1.
-
-The draw uses numpy RandomState(SEED): one permutation of the train split;
-each labeled class takes its first LABELS/classes images in that order, and
-the validation set the first VALID remaining images of the labeled classes.
-Records are copied byte for byte from the dataset's shards (extra images are
-re-serialised with label -1), so the same seed gives identical files.
-
-split.json holds `name`, `dataset`, `seed`, `labels`, `valid` (the numbers
-of the name), `tag`, `labeled_classes`, `unlabeled_classes`,
-`extra_unlabeled` and `parts`: {`labeled`, `valid`, `unlabeled`} each with
-`count`, `indices` (sorted source indices; extra images as
-"<dataset>/<split>:<index>") and `shards`. The parts sit under `parts`
-because the top-level `valid` is already the number of validation images.
-A split with class filters or extra unlabeled data must carry a TAG, so that
-different pools never share a name.
+How a split is drawn and what split.json holds: docs/architecture.md.
 """
 
 import collections

@@ -1,26 +1,7 @@
 """Writes a prepared dataset: sharded TFRecords + dataset_info.json (+ zca.npz).
 
-`write_dataset` validates the arrays, encodes one `records.make_example` per
-image (index = position in its split), writes shards of about 10,000 images
-named `<split>-<i:05d>-of-<n:05d>.tfrecord` and describes them in
-dataset_info.json. All of it happens in `DATA/<name>.tmp-<pid>`, renamed to
-`DATA/<name>` when complete (`atomic_directory`), so an interrupted run
-never leaves a directory that looks like a dataset. A run killed outright
-leaves its `<name>.tmp-<pid>` behind; nothing reads such a directory, and
-the next write of the same name removes it. Replacing an existing directory
-(`overwrite`, `replace_directory`) first moves it to
-`DATA/<name>.old-<pid>`; a run killed between that rename and the next
-leaves the previous version there, and the next `atomic_directory` call on
-the same target (`recover_interrupted`) renames it back before doing
-anything else, so a kill never loses the previous dataset or split.
-
-Concurrency: creating a target renames the complete directory into place
-only if nothing is there yet (`replace_directory(replace=False)`), so of two
-concurrent writers exactly one wins and the other gets a DataError naming
-the target. Replacing one holds the exclusive `fcntl.flock` of the existing
-directory (`lock`), and readers (training, evaluation, export, a split
-being drawn from its dataset) hold its shared lock, so a dataset is never
-replaced under them; the kernel drops the locks when a process ends.
+Every write is atomic and locked against readers and other writers:
+docs/architecture.md.
 """
 
 import hashlib

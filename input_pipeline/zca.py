@@ -1,17 +1,6 @@
-"""Global contrast normalisation and ZCA whitening (SESEMI's recipe).
+"""Global contrast normalisation and ZCA whitening in numpy (SESEMI's recipe).
 
-Per image: x/255, subtract the image's mean, divide by the image's L2 norm
-(left alone when the norm is below 1e-10) and multiply by 55. ZCA is fitted
-on the GCN'd training images flattened in [H, W, C] order (D = H*W*C):
-
-    mean   = mean over the training images                       [D]
-    cov    = unbiased covariance of the training images + 0.1 * I [D, D]
-    U S U^T = cov   (eigen-decomposition of the symmetric matrix)
-    matrix = U diag(1 / sqrt(S + 1e-10)) U^T                     [D, D]
-
-and applied as `(gcn(x) - mean) @ matrix` (the matrix is symmetric). The
-pair is stored as `zca.npz` (keys `mean`, `matrix`, float32) beside the
-dataset's shards.
+The formulas: docs/architecture.md.
 """
 
 import numpy as np

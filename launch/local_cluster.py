@@ -136,6 +136,8 @@ class Task(object):
     self.log = os.path.join(log_dir, self.name + '.log')
     env = dict(os.environ, TF_CONFIG=tf_config(spec, kind, index))
     env.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+    # Unbuffered, so a task that is stopped or killed keeps its last lines.
+    env.setdefault('PYTHONUNBUFFERED', '1')
     with open(self.log, 'a') as log:
       log.write('=== %s: %s started\n' % (time.strftime('%Y-%m-%d %H:%M:%S'),
                                          self.name))

@@ -1,11 +1,6 @@
 """What every algorithm module shares: the model wrapper and the loss record.
 
-An algorithm's `train_losses(features, labels, params, model)` receives a
-`Model` and returns a `LossResult`; the spec builder (`model_fns/spec.py`)
-turns that into the training op. All model variables live under the variable
-scope `MODEL_SCOPE` ('model'), so every call of `embed`, `logits` or `head`
-with the same names shares weights, and the spec builder finds the kernels for
-weight decay under that scope.
+The algorithm contract (`Model`, `LossResult`): docs/architecture.md.
 """
 
 import collections

@@ -1,9 +1,6 @@
-"""The one Estimator model_fn: dispatches to the algorithm and the spec builder.
+"""The one Estimator model_fn: the algorithm's losses, then the spec builder.
 
-TRAIN: `registry.get(params['algorithm']).train_losses(...)` then
-`spec.build_train_spec`. EVAL: `spec.build_eval_spec` (metrics `accuracy`
-and, with EMA, `ema/accuracy`). PREDICT: `spec.build_predict_spec`
-(`logits`, `probabilities`, `classes`; also the default serving signature).
+What each mode builds: docs/architecture.md.
 """
 
 import tensorflow.compat.v1 as tf

@@ -1,22 +1,6 @@
-"""FixMatch (Sohn et al. 2020; google-research/fixmatch `fixmatch.py`).
+"""FixMatch (Sohn et al. 2020; google-research/fixmatch).
 
-Each step sees B labeled images and uratio * B unlabeled images, each in a
-'weak' and a 'strong' (RandAugment + cutout) view. As in the reference, one
-training-mode forward pass runs over concat(labeled, weak, strong) (one
-batch, one set of batch-norm statistics, no interleaving):
-
-  L_x = mean CE(labels, logits_x)
-  q = softmax(logits_weak) (no gradient), mask = max q >= `confidence`
-  L_u = mean over the unlabeled batch of mask * CE(argmax q, logits_strong)
-  loss = L_x + `wu` * L_u  (+ the spec builder's L2)
-
-Defaults: SGD Nesterov momentum 0.9, lr 0.03, cosine decay
-lr * cos(7 pi k / (16 K)), EMA 0.999, uratio 7, confidence 0.95, wu 1,
-batch 64, 1024 epochs of 65536 labeled images (train_kimg 65536), WRN-28-2.
-Weight decay: the reference adds `wd * sum(tf.nn.l2_loss(kernel))` =
-`wd * sum(kernel^2) / 2` with wd 5e-4; the spec builder's L2 is
-`weight_decay_l2 * sum(kernel^2)`, so the same penalty is
-`weight_decay_l2 = 2.5e-4`. The unlabeled pool keeps the labeled images.
+Losses and defaults: docs/algorithms.md.
 """
 
 import collections

@@ -1,31 +1,7 @@
-"""FlexMatch (Zhang et al. 2021, arXiv 2110.08263; USB `flexmatch`).
+"""FlexMatch (Zhang et al. 2021; USB `flexmatch`): FixMatch with per-class
+thresholds from a per-example record.
 
-FixMatch (`fixmatch.py`: one forward pass over labeled, weak and strong
-views, hard pseudo-labels from the weak view) with curriculum pseudo-labelling:
-a per-class threshold instead of the fixed `confidence`.
-
-  sigma(c)  = number of unlabeled images whose last prediction with
-              max probability >= tau was class c (per-example state,
-              indexed by the record's `index`; -1 = never);
-  beta(c)   = sigma(c) / max(max_c sigma, N - sum_c sigma)   (threshold
-              warm-up, `thresh_warmup`; without: sigma(c) / max_c sigma),
-              N = the unlabeled pool's size;
-  tau(c)    = tau * beta(c) / (2 - beta(c))   (the convex mapping);
-  mask      = max q >= tau(argmax q), q = softmax(weak logits);
-  L_u       = mean over the unlabeled batch of mask * CE(argmax q, strong);
-  loss      = L_x + `wu` * L_u.
-
-As in the USB reference, the mask uses the state as of before this batch,
-then the batch's confident predictions (max q >= tau) are recorded.
-
-The state is one slot per record index (`ssl_state.PerExampleState`), sized
-by `unlabeled_index_range`; `unlabeled_pool_size` is N. launch/train.py
-sets both from the data (`sources.unlabeled_pool`), as this module asks for
-the records' `index` (`InputNeeds.unlabeled_index`).
-
-Defaults: FixMatch's (SGD Nesterov 0.03, cosine decay, L2 5e-4 in libml's
-convention, EMA 0.999, uratio 7, batch 64, 2^20 steps) with tau 0.95 and
-threshold warm-up on, as in the paper and USB.
+Losses, state and defaults: docs/algorithms.md.
 """
 
 import collections

@@ -1,25 +1,7 @@
-"""FreeMatch (Wang et al. 2023, arXiv 2205.07246; USB `freematch`).
+"""FreeMatch (Wang et al. 2023; USB `freematch`): FixMatch with self-adaptive
+thresholds and a fairness term.
 
-FixMatch (one forward pass over labeled, weak and strong views, hard
-pseudo-labels from the weak view q = softmax(weak logits)) with
-self-adaptive thresholds and a fairness term. Running statistics (EMA with
-momentum `stats_momentum` 0.999 of cross-replica batch means, updated with
-this batch before the mask is computed, as in USB):
-
-  tau_t       = EMA of mean_u max q                  (global threshold)
-  p_model(c)  = EMA of mean_u q(c)                   (local class marginal)
-  label_hist  = EMA of the histogram of argmax q
-  tau_t(c)    = p_model(c) / max_c p_model * tau_t
-  mask        = max q >= tau_t(argmax q)
-  L_u         = mean over the unlabeled batch of mask * CE(argmax q, strong)
-  L_f         = the fairness term (`ssl_state.fairness_loss`)
-  loss        = L_x + `wu` * L_u + `fairness_weight` * L_f
-
-The statistics start at 1/classes, as in the paper (USB starts tau_t and
-p_model at 1 and label_hist at ones; p_model's scale cancels in tau_t(c)).
-
-Defaults: FixMatch's optimizer, schedule, EMA, uratio 7 and batch 64;
-`fairness_weight` 0.01 (USB's `ent_loss_ratio`); momentum 0.999.
+Losses, statistics and defaults: docs/algorithms.md.
 """
 
 import collections

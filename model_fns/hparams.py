@@ -1,9 +1,6 @@
 """Hyperparameters shared by every algorithm, with their defaults.
 
-Precedence (resolved in runner/params.py): COMMON_DEFAULTS < the algorithm
-module's DEFAULTS < --flagfile < explicit flags. `params` handed to a model_fn
-is a plain dict holding every key below plus the algorithm's own keys and
-the data facts (`num_classes`, `image_shape`).
+Precedence and the params dict: docs/architecture.md.
 """
 
 # Libml's unit of training length: an "epoch" is 65536 labeled images.

@@ -1,21 +1,6 @@
 """Interpolation Consistency Training (Verma et al. 2019; libml `ict.py`).
 
-The EMA teacher (decay `ema_decay`, training mode) predicts each unlabeled
-image u; the student must predict, on a MixUp of u with a random partner of
-the batch (lam ~ Beta(beta, beta), lam <- max(lam, 1 - lam)), the same MixUp
-of the teacher's predictions:
-
-  L_u = mean over examples and classes of
-        (mix(softmax(teacher(u))) - softmax(f(mix(u))))^2
-  loss = L_x + `consistency_weight` * ramp * L_u
-
-ramp = clip(step / (`warmup_pos` * train_steps), 0, 1) (libml: 40% of
-training). libml pairs each example with the reversed batch; here the
-partner is a random permutation (`ssl_common.mixup`). libml loads two
-views and uses only the first, so one 'weak' view is asked for. Only the
-labeled forward pass updates batch norm. The teacher is the spec builder's
-EMA model (`ssl_common.teacher_logits`). Defaults: libml's
-(`ssl_common.LIBML_DEFAULTS`), beta 0.5, consistency weight 50.
+Losses and defaults: docs/algorithms.md.
 """
 
 

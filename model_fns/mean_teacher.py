@@ -1,19 +1,6 @@
 """Mean Teacher (Tarvainen & Valpola 2017; google-research/mixmatch).
 
-Each unlabeled image comes in two 'weak' views. The teacher, an exponential
-moving average (decay `ema_decay`) of the student's weights run in training
-mode, predicts the first view; the student the second:
-
-  L_u = mean over examples and classes of
-        (softmax(teacher(u_1)) - softmax(f(u_2)))^2
-  loss = L_x + `consistency_weight` * ramp * L_u
-
-ramp = clip(step / (`warmup_pos` * train_steps), 0, 1). Only the labeled
-forward pass updates batch norm (libml). The teacher is the spec builder's
-EMA model (`ssl_common.teacher_logits`): it reads the averages as of before
-the step, which are then updated from the post-step weights, and eval and
-export use the same averages. Defaults: libml's
-(`ssl_common.LIBML_DEFAULTS`), consistency weight 50.
+Losses and defaults: docs/algorithms.md.
 """
 
 

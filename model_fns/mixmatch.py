@@ -1,24 +1,6 @@
-"""MixMatch (Berthelot et al. 2019; google-research/mixmatch `mixmatch.py`).
+"""MixMatch (Berthelot et al. 2019; google-research/mixmatch).
 
-One step, with B labeled images and B unlabeled images seen in K weak views:
-
-  1. label guess q = sharpen(mean_k softmax(f(u_k)), T), no gradient;
-  2. MixUp(beta) over concat(x with one-hot labels, u_1..u_K with q), each
-     example mixed with a random partner of the whole concatenation,
-     lam <- max(lam, 1 - lam);
-  3. the K + 1 mixed batches are interleaved (`ssl_common.interleave`) so
-     each forward batch holds a share of labeled examples; only the first
-     forward batch's batch-norm updates are kept;
-  4. L_x = mean CE(mixed labeled targets, logits), L_u = mean over examples
-     and classes of (mixed unlabeled targets - softmax)^2, and
-     loss = L_x + w * L_u with w ramped linearly from 0 to `w_match` over
-     `warmup_kimg` * 1024 labeled images.
-
-Defaults are the paper's CIFAR-10 settings (the reference's flag defaults are
-beta 0.5 and w_match 100; its runs use 0.75 and 75): Adam 0.002, decoupled
-weight decay 0.02 (times lr), EMA 0.999, WRN-28-2 (`resnet` filters 32,
-repeat 4, scales auto), batch 64, 1024 epochs of 65536 labeled images
-(train_kimg 65536). The unlabeled pool excludes the labeled images.
+Losses and defaults: docs/algorithms.md.
 """
 
 import collections

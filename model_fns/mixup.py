@@ -1,15 +1,6 @@
 """MixUp for semi-supervised learning (Zhang et al. 2018; libml `mixup.py`).
 
-The labeled batch is mixed with its one-hot labels; the unlabeled batch (one
-'weak' view) is mixed with the model's own softmax on it (training mode, no
-gradient) as targets. Each example is mixed with a random partner of its
-batch, lam ~ Beta(`beta`, `beta`), lam <- max(lam, 1 - lam)
-(`ssl_common.mixup`; libml pairs with the reversed batch):
-
-  loss = mean CE(mix(y_x), f(mix(x))) + mean CE(mix(softmax f(u)), f(mix(u)))
-
-Only the first forward pass (mixed labeled) updates batch norm (libml).
-Defaults: libml's (`ssl_common.LIBML_DEFAULTS`), beta 0.5.
+Losses and defaults: docs/algorithms.md.
 """
 
 import collections

@@ -1,15 +1,6 @@
 """Π-model (Laine & Aila 2017; google-research/mixmatch `pi_model.py`).
 
-Each unlabeled image comes in two 'weak' views. The first view's softmax,
-without gradient, is the target of the second view's:
-
-  L_u = mean over examples and classes of
-        (stop_gradient(softmax(f(u_1))) - softmax(f(u_2)))^2
-  loss = L_x + `consistency_weight` * ramp * L_u
-
-ramp = clip(step / (`warmup_pos` * train_steps), 0, 1) (libml: 40% of
-training). Only the labeled forward pass updates batch norm (libml).
-Defaults: libml's (`ssl_common.LIBML_DEFAULTS`), consistency weight 10.
+Losses and defaults: docs/algorithms.md.
 """
 
 

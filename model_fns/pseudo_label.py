@@ -1,17 +1,6 @@
 """Pseudo-Label (Lee 2013; google-research/mixmatch `pseudo_label.py`).
 
-The model's own argmax on each unlabeled image is its target where the model
-is confident (max softmax >= `confidence`):
-
-  L_u = mean over the unlabeled batch of
-        mask * CE(argmax f(u), f(u))        (mask has no gradient)
-  loss = L_x + `consistency_weight` * ramp * L_u
-
-The mean runs over every unlabeled example, confident or not (libml).
-ramp = clip(step / (`warmup_pos` * train_steps), 0, 1). One 'weak' view;
-only the labeled forward pass updates batch norm. Defaults: libml's
-(`ssl_common.LIBML_DEFAULTS`), weight 1, threshold 0.95 (libml's
-`threshold`, compared with '>' there and '>=' here).
+Losses and defaults: docs/algorithms.md.
 """
 
 import collections

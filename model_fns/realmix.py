@@ -1,32 +1,8 @@
-"""RealMix (Nair et al. 2019; uizard-technologies/realmix `realmix.py`).
+"""RealMix (Nair et al. 2019; uizard-technologies/realmix): MixMatch plus
+out-of-distribution masking, training signal annealing and stronger
+unlabeled augmentation.
 
-MixMatch (see `mixmatch.py`: guess, sharpen, MixUp, interleave, first-batch
-batch norm, kimg ramp of `w_match`) plus:
-
-- out-of-distribution masking of L_u (`percent_mask` in (0, 1)): per step,
-  the `percent_mask` fraction of mixed unlabeled examples with the lowest
-  maximum softmax probability is dropped (`ssl_common.percentile_mask`);
-  L_u = sum of kept squared errors / (kept examples * classes), which is
-  MixMatch's mean when nothing is dropped. `percent_mask <= 0` (the
-  reference's default, -1) turns it off.
-- training signal annealing of L_x (`tsa` 'linear' | 'exp' | 'log'; 'none',
-  the reference's default, turns it off): a mixed labeled example counts
-  while sum_c y_c p_c is below the threshold, which rises from 1/classes to 1
-  over `train_steps`; L_x is the mean over counted examples. The reference
-  compares the probabilities with `logits * threshold`, which disables the
-  annealing in practice; this module does the intended thing
-  (`ssl_common.tsa_mask`). Its progress is step / train_steps (the
-  reference divides by train_kimg * epochs, mixing units).
-- stronger augmentation of the unlabeled images. The reference wrote 50
-  cutout/colour-augmented copies of each unlabeled image to disk and then
-  applied its usual flip + crop online; here each of the K views is the
-  input pipeline's online 'realmix' view (weak flip + crop, colour jitter,
-  random cutout), selected by `unlabeled_view` ('weak' gives MixMatch's
-  views).
-
-Defaults: the Ascend seed / reference flags: wd 0.02 (decoupled, times lr),
-EMA 0.999, beta 0.75, w_match 75, T 0.5, K 2, `resnet` filters 32 repeat 4
-scales auto, Adam 0.002, batch 64, 700 epochs of 65536 labeled images.
+Losses, where it differs from the reference, and defaults: docs/algorithms.md.
 """
 
 import collections

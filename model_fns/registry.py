@@ -1,8 +1,6 @@
 """Algorithm name -> module (`model_fns/<name>.py`), imported lazily.
 
-Each module exposes `NAME`, `DEFAULTS`, `input_needs(params)` and
-`train_losses(features, labels, params, model)`, and may define
-`train_steps(params, counts)` (see `default_train_steps`).
+What a module exposes: docs/architecture.md.
 """
 
 import importlib

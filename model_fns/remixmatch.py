@@ -1,43 +1,7 @@
-"""ReMixMatch (Berthelot et al. 2020, arXiv 1911.09785; google-research/remixmatch).
+"""ReMixMatch (Berthelot et al. 2020; google-research/remixmatch), with
+RandAugment standing in for CTAugment.
 
-MixMatch (`mixmatch.py`) with distribution alignment, augmentation
-anchoring, a pre-mixup loss and a rotation loss. Each step sees B labeled
-images and B unlabeled images, each unlabeled image in one 'weak' view and
-K = `num_strong` 'strong' views:
-
-  1. guess: q = softmax(f(weak)) (training mode), aligned
-     q * (p_data + 1e-6) / (p_model + 1e-6) renormalised when `dist_align`
-     (p_model = mean of the last `dist_buffer` batch means of q, p_data =
-     running mean (EMA 0.999) of the labeled batches' one-hot labels, both
-     starting uniform and updated after the step from this batch), then
-     sharpened with `temperature`; no gradient;
-  2. pre-mixup loss L_kl = mean CE(guess, f(strong_1)) (the reference's
-     "kl" term);
-  3. rotation loss L_rot: strong_1 rotated by 0/90/180/270 degrees (a
-     quarter of the batch each), a dense head `rotation` (4 units) on the
-     trunk's embedding, mean CE;
-  4. MixUp(beta) over concat(x with one-hot labels, weak and the K strong
-     views, all with the guess), the K + 2 batches interleaved
-     (`ssl_common.interleave`); only the last forward batch's batch-norm
-     updates are kept, as in the reference;
-  5. L_x = mean CE(mixed labeled targets), L_u = mean CE(mixed unlabeled
-     targets) (`use_xe`, the reference's default);
-  loss = L_x + w(step) * (`w_match` L_u + `w_kl` L_kl) + `w_rot` L_rot, with
-  w ramped linearly from 0 to 1 over `warmup_kimg` * 1024 labeled images.
-
-Strong views: the paper's CTAugment learns its magnitudes from the model
-during training; this toolkit's 'strong' view (RandAugment, 2 random
-operations at random magnitudes, then cutout) stands in for it, as the
-FixMatch paper's RandAugment variants do. Numbers obtained with it are
-ReMixMatch-with-RandAugment numbers.
-
-Defaults: the reference's (`remixmatch_no_cta.py` / the CTA runs): Adam
-0.002, decoupled weight decay 0.02 (times lr), EMA 0.999, WRN-28-2, batch
-64, K 8, beta 0.75, w_match 1.5, w_kl 0.5, w_rot 0.5, warmup 1024 kimg,
-T 0.5, p_model over 128 batches, 1024 epochs of 65536 labeled images; the
-unlabeled pool excludes the labeled images. MixUp pairs every example with a
-random partner of the whole concatenation (this toolkit's MixMatch), where
-the reference's 'xxy.yxy' draws labeled partners for labeled examples.
+Losses and defaults: docs/algorithms.md.
 """
 
 import collections

@@ -1,32 +1,7 @@
-"""SESEMI: supervised cross-entropy plus a self-supervised proxy task.
+"""SESEMI (Tran 2019): supervised cross-entropy plus a self-supervised proxy
+task of 6 transforms.
 
-Tran 2019 (arXiv 1906.10343), reference vuptran/sesemi. Each proxy source
-image becomes 6 images labeled 0..5 (rotations by 0/90/180/270 degrees,
-left-right flip, up-down flip; built by the input pipeline). One shared trunk
-runs on the labeled batch and on the proxy batch in two separate calls
-(batch-norm batch statistics per branch; the moving statistics are updated
-from the supervised branch only):
-
-  loss = CE(classifier(dropout(embed(image))), label)
-       + CE(proxy(embed(proxy_image)), proxy_label)
-       + weight_decay_l2 * sum ||kernel||^2          (added by the spec builder)
-
-How `batch_size` maps to images (the reference's batch_size 16): every step
-sees `6 * batch_size` labeled images (96) in the supervised branch and
-`batch_size` proxy source images x 6 transforms (96) in the proxy branch.
-
-Variants (`sesemi_variant`):
-  'ssl': proxy images come from the unlabeled stream of `batch_size` images,
-    which keeps the labeled images (`unlabeled_keeps_labeled`); an epoch is
-    one pass over that pool, `max_steps = (pool // batch_size) * epochs`.
-  'supervised' (the Ascend seed's "supervised with self-supervised
-    regularisation"): proxy images come from a second labeled stream; an
-    epoch is one pass over the labeled images.
-
-Defaults follow the reference on CIFAR; the flagfiles set the rest
-(`normalization` 'gcn_zca' for CIFAR; SVHN: no flip, `head_dropout` 0.5,
-`net_dropout` 0.5 for convnet, 30 epochs; seed: 'supervised', 300 epochs).
-The reference has no EMA.
+Losses, batch sizes, variants and defaults: docs/algorithms.md.
 """
 
 import collections
@@ -89,7 +64,7 @@ def input_needs(params):
 
 
 def train_steps(params, counts):
-  """`(pool // batch_size) * epochs`, the pool as described in the docstring.
+  """`(pool // batch_size) * epochs`; the pool: docs/algorithms.md.
 
   Args:
     params: resolved params.

@@ -1,24 +1,7 @@
-"""SoftMatch (Chen et al. 2023, arXiv 2301.10921; USB `softmatch`).
+"""SoftMatch (Chen et al. 2023; USB `softmatch`): FixMatch with a soft
+truncated-Gaussian weight per unlabeled example.
 
-FixMatch (one forward pass over labeled, weak and strong views, hard
-pseudo-labels argmax q from the weak view, q = softmax(weak logits)) with a
-soft weight per unlabeled example instead of a hard mask:
-
-  q~        = uniform alignment of q: q * (1/C) / p_model, renormalised,
-              p_model = EMA of the batch mean of q (set to the first
-              batch's mean), when `dist_align`; else q~ = q;
-  mu_t      = EMA of mean_u max q~,  var_t = EMA of the unbiased variance of
-              max q~ (initially 1/C and 1);
-  lambda(q) = 1 where max q~ >= mu_t, else
-              exp(-(max q~ - mu_t)^2 / (2 var_t / n_sigma^2));
-  L_u       = mean over the unlabeled batch of lambda * CE(argmax q, strong);
-  loss      = L_x + `wu` * L_u.
-
-As in USB, the statistics are updated with this batch first, the weights
-use the aligned probabilities, and the pseudo-labels the raw ones.
-
-Defaults: FixMatch's optimizer, schedule, EMA, uratio 7 and batch 64;
-`n_sigma` 2, `stats_momentum` 0.999, `dist_align` on (the paper's and USB's).
+Losses, statistics and defaults: docs/algorithms.md.
 """
 
 import collections

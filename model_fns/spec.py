@@ -1,36 +1,7 @@
 """The shared spec builder: everything about training that is not a loss.
 
-Algorithms return a `base.LossResult`; this module owns the optimizer, the
-learning-rate schedule, L2 and decoupled weight decay, the batch-norm update
-policy, the EMA of the weights, summaries, eval metrics and PREDICT/export
-outputs.
-
-One training step (`build_train_spec`) runs, in this order:
-  1. forward pass (every loss term is computed before any variable changes),
-     batch-norm updates (`LossResult.update_ops`, default all `UPDATE_OPS`)
-     and the optimizer step on `total + L2`, with the learning rate of the
-     current global step;
-  2. decoupled weight decay `kernel <- kernel * (1 - weight_decay * lr)`
-     when `weight_decay > 0`;
-  3. the EMA update of every trainable variable when `ema_decay > 0` (the
-     model's one EMA object, `training_ema`, which losses may read), with
-     TensorFlow's warm-up: decay `min(ema_decay, (1 + n) / (10 + n))` after
-     n completed steps;
-  4. the global step increment.
-
-Logged tensors (for launch's logging hooks; all are also in the graph
-collection `LOG_COLLECTION`): `train/<term>:0` for every loss term
-(including `train/l2:0` when `weight_decay_l2 > 0`), `train/loss:0` (the
-minimised total) and `train/lr:0`. Summaries: `losses/<term>`,
-`losses/total`, `lr`, up to 3 training images as `images/labeled`, plus
-`LossResult.summaries` under their own names.
-
-Eval and predict name their logits `inference/logits:0` and, when the EMA
-model is built, `inference/ema_logits:0`.
-
-The runner may wrap the optimizer (Ascend: NPUDistributedOptimizer,
-NPULossScaleOptimizer) and sum the eval metrics' totals across processes
-(Ascend: an HCCL all-reduce) through `core.make_model_fn`'s arguments.
+Optimizer, schedule, weight decay, batch-norm updates, EMA, logged tensors,
+metrics and PREDICT/export outputs: docs/architecture.md.
 """
 
 import collections
@@ -236,7 +207,7 @@ def build_train_spec(losses, model, features=None, wrap_optimizer=None):
 
   Returns:
     `tf.estimator.EstimatorSpec` whose train_op performs the step described
-    in the module docstring.
+    in docs/architecture.md ("Details by module").
   """
   params = model.params
   global_step = tf.train.get_or_create_global_step()

@@ -1,13 +1,7 @@
-"""Pieces shared by the MixMatch family of semi-supervised algorithms.
+"""Graph ops shared by the MixMatch family (guessing, sharpening, MixUp,
+interleaving, ramps, masks), each tested against numpy.
 
-Formulas follow google-research/mixmatch (libml), google-research/fixmatch
-and uizard-technologies/realmix (see the design notes, ALGORITHMS.md). Every
-function builds graph ops (TF 1.15, graph mode) and is tested against numpy
-in tests/test_ssl_common.py.
-
-Conventions: probabilities and targets are float32 `[N, classes]`;
-`global_step` counts optimizer steps (libml counts images: images =
-steps * batch_size).
+Conventions: docs/architecture.md; the algorithms: docs/algorithms.md.
 """
 
 import collections

@@ -1,35 +1,7 @@
-"""Running statistics and adaptive pseudo-label weights (UDA's successors).
+"""Running statistics and adaptive pseudo-label weights of ReMixMatch,
+FlexMatch, FreeMatch and SoftMatch, written once.
 
-What ReMixMatch, FlexMatch, FreeMatch and SoftMatch share, written once:
-
-- state variables: non-trainable float32 variables under the scope
-  `ssl_state/`, in GLOBAL_VARIABLES, so the Estimator's checkpoints hold
-  them and a resumed run continues them. They are never read by eval or
-  predict (only TRAIN creates them).
-- batch statistics summed across replicas (`cross_replica_sum`): under a
-  tf.distribute strategy with several replicas in sync, an all-reduce over
-  the replicas; on Ascend with several ranks, the launch layer's HCCL
-  all-reduce (`base.Model.process_sum`); else the tensor itself. Every replica
-  then computes the same new value, and the variables (MEAN aggregation)
-  stay identical.
-- running statistics: an exponential moving average (`ema_update`) and
-  ReMixMatch's mean over the last N batches (`buffer_mean_update`);
-- distribution alignment (`align`);
-- per-example state indexed by the record's `index` (`PerExampleState`,
-  FlexMatch);
-- confidence thresholds and soft weights (`flexmatch_thresholds`,
-  `freematch_thresholds`, `soft_weights`) and FreeMatch's fairness term;
-- the FixMatch-like algorithms' forward pass, needs and checks
-  (`weak_strong_logits`, `fixmatch_like_needs`, `check_fixmatch_like`).
-
-Update order. Each update function returns `(new value, assign op)`. A loss
-that uses this step's statistics (FreeMatch, SoftMatch, as in USB: update,
-then mask) reads the returned tensor; one that uses the previous ones
-(FlexMatch: mask, then update; ReMixMatch: guess, then update) reads the
-variable and makes the assign wait for its reads (resource variables: reads
-and assigns are ordered by data and control dependencies only). The algorithm returns the assign ops with its
-batch-norm updates in `LossResult.update_ops`, which the spec builder runs
-before the optimizer step. Every statistic is computed without gradient.
+State variables, cross-replica sums and update order: docs/algorithms.md.
 """
 
 import tensorflow.compat.v1 as tf

@@ -1,12 +1,6 @@
 """Supervised baseline: cross-entropy on the labeled batch only.
 
-Defaults reproduce libml's fully-supervised baseline
-(google-research/mixmatch `fully_supervised/fs_baseline.py`): ResNet
-(WRN-28-2 with the common filters/repeat), Adam lr 0.002 constant, decoupled
-weight decay 0.02 (times lr), EMA 0.999, label smoothing 0.001, batch 64,
-`train_kimg` 65536 = 1024 epochs of 65536 images. Comparisons at another
-recipe's settings (e.g. SESEMI's) set the rest from a flagfile;
-`labeled_view` selects the labeled augmentation ('sesemi' for that one).
+Defaults (libml's fully-supervised baseline): docs/algorithms.md.
 """
 
 import tensorflow.compat.v1 as tf

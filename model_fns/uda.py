@@ -1,23 +1,7 @@
-"""UDA (Xie et al. 2020, arXiv 1904.12848; google-research/uda `image/`).
+"""UDA (Xie et al. 2020; google-research/uda): FixMatch's views with a KL
+consistency instead of hard pseudo-labels.
 
-One forward pass over labeled, weak and strong (RandAugment + cutout)
-views, as FixMatch; the unlabeled loss is a consistency between
-distributions instead of hard pseudo-labels:
-
-  q     = softmax(weak logits / T), no gradient (sharpening, T 0.4);
-  mask  = max softmax(weak logits) >= `confidence` (0.8);
-  L_u   = mean over the unlabeled batch of mask * KL(q || softmax(strong));
-  L_x   = mean CE over the labeled examples still counted by training
-          signal annealing (`tsa` 'linear' | 'exp' | 'log'; 'none', the
-          CIFAR-10 scripts' setting, counts all): an example counts while
-          the probability of its label is below a threshold rising from
-          1/classes to 1 over `train_steps` (`ssl_common.tsa_threshold`);
-  loss  = L_x + `wu` * L_u.
-
-Defaults: the UDA CIFAR-10 scripts' T 0.4, confidence 0.8, unlabeled ratio
-7, lambda_u 1, no TSA; optimizer, schedule, weight decay, EMA and batch are
-FixMatch's (as in the FixMatch paper's UDA baseline, the numbers this
-toolkit compares against).
+Losses and defaults: docs/algorithms.md.
 """
 
 import collections

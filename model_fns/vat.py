@@ -1,20 +1,6 @@
 """Virtual Adversarial Training (Miyato et al. 2018; libml `vat.py`).
 
-For each unlabeled image u (one 'weak' view), r_adv is the direction of
-largest KL change found by one power iteration from a random start
-(finite-difference step `vat_xi`), scaled to L2 norm `vat_eps` per example
-(`ssl_common.vat_perturbation`). With p = softmax(f(u)) held constant:
-
-  L_vat = mean KL(p || softmax(f(u + r_adv)))
-  L_ent = mean entropy(softmax(f(u)))        (entropy minimisation)
-  loss  = L_x + `vat_weight` * ramp * L_vat + `entmin_weight` * L_ent
-
-ramp = clip(step / (`warmup_pos` * train_steps), 0, 1); the entropy term is
-not ramped (libml). The KL runs from the clean prediction to the perturbed
-one as in the paper; libml's loss line computes KL(perturbed || clean)
-(its perturbation search uses the paper's direction). Only the labeled
-forward pass updates batch norm. Defaults: libml's
-(`ssl_common.LIBML_DEFAULTS`), weight 0.3, eps 6, xi 1e-6, entmin 0.06.
+Losses and defaults: docs/algorithms.md.
 """
 
 import collections

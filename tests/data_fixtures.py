@@ -1,44 +1,31 @@
-"""Tiny datasets in the exact published raw formats, and prepared ones.
-
-Raw-format writers (each returns what a correct reader must produce):
-  write_cifar10_python(dir, n_per_batch)  cifar-10-batches-py/ (py2 pickles)
-  write_cifar10_binary(dir, n_per_batch)  cifar-10-batches-bin/
-  write_cifar100_python(dir, n_train, n_test)  cifar-100-python/
-  write_svhn(dir, n_train, n_test, n_extra)    {train,test,extra}_32x32.mat
-  write_idx(dir, prefix, images, labels)       MNIST-style idx files
-  write_image_folder(dir, {class: images})     <dir>/<class>/<i>.png
-
-Prepared data for end-to-end tests:
-  prepare_tiny_dataset(data_dir)  -> DATA/tiny through the real writer
-  make_tiny_split(data_dir)       -> 'tiny.1@8-8', created by the real splitter
-  TinyDataTestCase                -> a tf.test.TestCase whose class shares one
-                                     prepared tiny dataset (cls.data_dir,
-                                     cls.split), removed after the class
-
-Typical use in another test:
-
-  from tests import data_fixtures
-  data_dir = self.get_temp_dir()
-  data_fixtures.prepare_tiny_dataset(data_dir)          # 8x8x3, 4 classes
-  split = data_fixtures.make_tiny_split(data_dir)       # 'tiny.1@8-8'
-  source = sources.resolve(data_dir, split)
+"""Test data and entry points: tiny datasets in the exact published raw formats
+(each writer returns what a correct reader must produce), prepared ones
+through the real writer and splitter, and `run_entry` / `start_entry`, which
+run an entry point as a subprocess. Use: docs/architecture.md.
 """
 
-import gzip
 import os
 import pickle
 import shutil
 import struct
+import subprocess
+import sys
 import tempfile
 
 import numpy as np
 from PIL import Image
 import tensorflow.compat.v1 as tf
 
+from benchmarks import synthetic
 from input_pipeline import dataset_info
 from input_pipeline import splits
 from input_pipeline import writer
 
+random_images = synthetic.random_images
+tiny_arrays = synthetic.tiny_arrays
+write_idx = synthetic.write_idx
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # A tiny network and the flags of a few-step supervised run (entry-point tests).
 TINY_NET = ['--network=resnet', '--filters=4', '--repeat=1', '--scales=1']
@@ -46,12 +33,40 @@ BASE_FLAGS = ['--algorithm=supervised', '--batch_size=4',
               '--save_checkpoints_steps=5', '--log_every_steps=5'] + TINY_NET
 
 
-def subprocess_env():
-  """The environment for an entry point run as a subprocess: quiet, and not
-  inside `bazel run` (no BUILD_WORKING_DIRECTORY to resolve paths against)."""
+def subprocess_env(**changes):
+  """The environment for an entry point run as a subprocess: quiet, not
+  inside `bazel run` (no BUILD_WORKING_DIRECTORY to resolve paths against),
+  then `changes` (a value None unsets the variable)."""
   env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3')
   env.pop('BUILD_WORKING_DIRECTORY', None)
-  return env
+  env.update(changes)
+  return {k: v for k, v in env.items() if v is not None}
+
+
+def entry_command(script, args=()):
+  """The command line of an entry point as a user types it: `script` is
+  'train' for launch/train.py, or a path from the repository root without
+  '.py' ('benchmarks/accuracy')."""
+  path = script if '/' in script else 'launch/' + script
+  return [sys.executable, os.path.join(ROOT, path + '.py')] + list(args)
+
+
+def start_entry(script, *args, env=None, **popen_kwargs):
+  """Starts entry_command(script, args) with text output piped and the
+  environment subprocess_env(**env); popen_kwargs: cwd, preexec_fn, ..."""
+  return subprocess.Popen(
+      entry_command(script, args), stdout=subprocess.PIPE,
+      stderr=subprocess.PIPE, universal_newlines=True,
+      env=subprocess_env(**(env or {})), **popen_kwargs)
+
+
+def run_entry(script, *args, env=None, timeout=600, **popen_kwargs):
+  """Runs an entry point like start_entry to its end: the CompletedProcess."""
+  return subprocess.run(
+      entry_command(script, args), stdout=subprocess.PIPE,
+      stderr=subprocess.PIPE, universal_newlines=True,
+      env=subprocess_env(**(env or {})), timeout=timeout, check=False,
+      **popen_kwargs)
 
 
 def error_lines(stderr):
@@ -85,11 +100,6 @@ def py2_pickle(path, obj):
   """Writes `obj` as a Python 2 protocol-2 pickle."""
   with open(path, 'wb') as f:
     _Py2Pickler(f, protocol=2).dump(obj)
-
-
-def random_images(n, shape=(32, 32, 3), seed=0):
-  return np.random.RandomState(seed).randint(
-      0, 256, size=(n,) + tuple(shape)).astype(np.uint8)
 
 
 def _channel_major(images):
@@ -215,34 +225,6 @@ def write_svhn(directory, n_train=5, n_test=3, n_extra=0, seed=0):
   return result
 
 
-def write_idx(directory, prefix, images, labels, gzipped=True):
-  """Writes `<prefix>-{images-idx3,labels-idx1}-ubyte[.gz]` (MNIST layout).
-
-  Args:
-    directory: output folder.
-    prefix: 'train' or 't10k'.
-    images: uint8 [N, rows, cols] (or [N, rows, cols, 1]).
-    labels: ints [N].
-    gzipped: gzip the files (as distributed) or not.
-  """
-  os.makedirs(directory, exist_ok=True)
-  images = np.asarray(images, np.uint8).reshape(len(images), images.shape[1],
-                                                images.shape[2])
-  n, rows, cols = images.shape
-  blobs = {
-      '%s-images-idx3-ubyte' % prefix:
-          struct.pack('>IIII', 2051, n, rows, cols) + images.tobytes(),
-      '%s-labels-idx1-ubyte' % prefix:
-          struct.pack('>II', 2049, len(labels)) +
-          np.asarray(labels, np.uint8).tobytes(),
-  }
-  for name, blob in blobs.items():
-    path = os.path.join(directory, name + ('.gz' if gzipped else ''))
-    opener = gzip.open if gzipped else open
-    with opener(path, 'wb') as f:
-      f.write(blob)
-
-
 def write_image_folder(directory, class_images, ext='.png'):
   """Writes `<directory>/<class>/<i:03d><ext>` for {class: uint8 [N,H,W,C]}."""
   for name, images in class_images.items():
@@ -252,22 +234,6 @@ def write_image_folder(directory, class_images, ext='.png'):
       image = np.asarray(image, np.uint8)
       Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image).save(
           os.path.join(folder, '%03d%s' % (i, ext)))
-
-
-def tiny_arrays(n, shape=(8, 8, 3), num_classes=4, seed=0):
-  """Learnable tiny images: class c is noise around a class-specific level.
-
-  Returns:
-    (images uint8 [n, *shape], labels int64 [n]) with labels cycling 0..K-1,
-    so every class has n // num_classes or one more images.
-  """
-  rng = np.random.RandomState(seed)
-  labels = np.arange(n) % num_classes
-  rng.shuffle(labels)
-  levels = np.linspace(40, 215, num_classes)
-  images = levels[labels].reshape(-1, 1, 1, 1) + rng.normal(
-      0, 20, (n,) + tuple(shape))
-  return np.clip(images, 0, 255).astype(np.uint8), labels.astype(np.int64)
 
 
 def prepare_tiny_dataset(data_dir, name='tiny', shape=(8, 8, 3), num_classes=4,

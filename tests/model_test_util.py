@@ -1,31 +1,6 @@
-"""Shared helpers for model_fn tests (every algorithm's test uses them).
-
-Typical use in an algorithm's test:
-
-    from model_fns import mixmatch
-    from tests import model_test_util as mtu
-
-    params = mtu.make_params(mixmatch, batch_size=4)
-    features = mtu.synthetic_features(mixmatch.input_needs(params), params)
-    history = mtu.run_train_steps(features, params, steps=3)
-    # history[i] is {'xe': ..., 'l2u': ..., 'loss': ..., 'lr': ...} for step i
-    logged, outputs, kernels = mtu.evaluate_losses(mixmatch, features, params)
-    # outputs: [(head name, logits)] the losses were computed from
-    metrics = mtu.run_eval(
-        mtu.synthetic_features(None, params, mode=mtu.EVAL), params)
-    # {'accuracy': ..., 'loss': ...} (+ 'ema/accuracy' when ema_decay > 0)
-    predictions, export_outputs = mtu.run_predict(
-        mtu.synthetic_features(None, params, mode=mtu.PREDICT), params)
-
-Helpers: `tiny_network`, `RecordingModel`, `make_params`,
-`synthetic_features`, `build_spec`, `run_train_steps`, `evaluate_losses`,
-`run_eval`, `run_predict`, and numpy `softmax` / `sparse_xe` for
-recomputing losses.
-
-All runs use `tiny_network` (a conv + batch norm + pool trunk, fast on CPU)
-unless `network_fn` is given; pass `network_fn=None` to use
-`networks.get(params['network'])`. Features are numpy arrays fed as
-constants, so the same step sees the same data on every run.
+"""Shared helpers for model_fn tests: params, synthetic features, and
+train / eval / predict runs on a tiny network, plus numpy softmax and
+cross-entropy. Use: docs/architecture.md.
 """
 
 import numpy as np

@@ -1,23 +1,12 @@
-"""benchmarks/accuracy.py end to end on a tiny prepared dataset.
-
-A tiny 10-class dataset named fashion_mnist (8x8x1) is prepared in a
-temporary DATA, so the script prepares only the split and no real
-Fashion-MNIST is read. Two algorithms train on a tiny network for a budget
-of 50 labeled images: supervised takes --batch_size=4 labeled images a step
-(13 steps, 52 images), SESEMI 6 x 4 = 24 (3 steps, 72 images), plus the
-supervised ceiling on the whole (60-image) training split. The table in
-accuracy.md must hold eval_results.json's figures (the headline: EMA,
-untuned, with the tuned value beside it), the time to accuracy must come
-from the periodic evaluations, the report's PNGs must decode, and a second
-invocation must train and evaluate nothing. Aggregation over seeds (mean ±
-spread) is tested in-process.
+"""benchmarks/accuracy.py end to end on a tiny prepared dataset (a tiny
+10-class fashion_mnist, so no real Fashion-MNIST is read), and its
+aggregation over seeds in-process.
 """
 
 import json
 import math
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 
@@ -28,7 +17,6 @@ import tensorflow.compat.v1 as tf
 from tests import data_fixtures
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SCRIPT = os.path.join(ROOT, 'benchmarks', 'accuracy.py')
 BATCH = 4
 BUDGET = 50
 LABELS = 10
@@ -48,11 +36,7 @@ CEILING_HEADING = ('## Ceiling: supervised on all 60 training labels '
 
 
 def run_script(*args):
-  return subprocess.run(
-      [sys.executable, SCRIPT] + list(args), stdout=subprocess.PIPE,
-      stderr=subprocess.PIPE, universal_newlines=True,
-      env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3'), timeout=600,
-      check=False)
+  return data_fixtures.run_entry('benchmarks/accuracy', *args)
 
 
 def markdown_table(text, heading):

@@ -1,18 +1,10 @@
-"""Tests of UDA, FlexMatch, FreeMatch, SoftMatch, ReMixMatch and ssl_state.
-
-- each loss against numpy from the formulas, with a linear model
-  (logits = flatten(x) @ kernel + bias) whose weights are read back;
-- the running statistics over several steps, their cross-replica sums under
-  a two-replica MirroredStrategy, and a resume from a checkpoint continuing
-  them exactly;
-- core.model_fn in TRAIN (real steps, finite losses), EVAL and PREDICT, and
-  static shapes in the training graph (the NPU path needs them).
+"""Tests of UDA, FlexMatch, FreeMatch, SoftMatch, ReMixMatch and ssl_state:
+losses against numpy, running statistics (across replicas and a resume),
+and core.model_fn in every mode.
 """
 
 import json
 import os
-import subprocess
-import sys
 
 from absl.testing import parameterized
 import numpy as np
@@ -571,20 +563,9 @@ class CrossReplicaTest(tf.test.TestCase):
       self.assertAllEqual([0, 10, -1, -1, 40, 50], copy[:6])
 
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TINY_NET = ['--network=resnet', '--filters=4', '--repeat=1', '--scales=1']
-
-
-def run_entry(script, *args):
-  """Runs launch/<script>.py as a user does; the CompletedProcess."""
-  return subprocess.run(
-      [sys.executable, os.path.join(ROOT, 'launch', script + '.py')] +
-      list(args), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-      universal_newlines=True, timeout=600, check=False,
-      env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3'))
-
-
-CONFIG_DIR = os.path.join(ROOT, 'launch', 'configs')
+TINY_NET = data_fixtures.TINY_NET
+run_entry = data_fixtures.run_entry
+CONFIG_DIR = os.path.join(data_fixtures.ROOT, 'launch', 'configs')
 
 
 class FlagfileTest(tf.test.TestCase, parameterized.TestCase):

@@ -1,17 +1,11 @@
-"""The Ascend path against the recording npu_bridge stand-in.
-
-Covers the rank environment and rank tables (launch/ascend.py), the
-NPURunConfig arguments, the optimizer wrapping for 1 and 8 ranks and the
-loss-scale settings per precision mode (launch/devices.py through
-model_fns.spec.launch_hooks), sharding by rank, static input shapes of every
-algorithm, real training and evaluation through the stand-in NPUEstimator,
-and the per-rank launcher (launch/npu_launch.py).
+"""The Ascend path against the recording npu_bridge stand-in
+(tests/fake_npu_bridge): rank tables, run config, optimizer wrapping,
+sharding, real training and the per-rank launcher.
 """
 
 import contextlib
 import json
 import os
-import subprocess
 import sys
 import time
 import unittest
@@ -547,13 +541,9 @@ class LauncherTest(tf.test.TestCase):
     stub = os.path.join(self.get_temp_dir(), 'stub.py')
     with open(stub, 'w') as f:
       f.write(STUB)
-    environ = {k: v for k, v in os.environ.items() if k not in RANK_VARIABLES}
-    environ.update(env)
-    return subprocess.run(
-        [sys.executable, os.path.join(ROOT, 'launch', 'npu_launch.py'),
-         '--program=%s %s' % (sys.executable, stub)] + list(args),
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        universal_newlines=True, env=environ, timeout=120, check=False)
+    return data_fixtures.run_entry(
+        'npu_launch', '--program=%s %s' % (sys.executable, stub), *args,
+        env=dict(dict.fromkeys(RANK_VARIABLES), **env), timeout=120)
 
   def test_per_rank_environment_model_dir_and_logs(self):
     model_dir = os.path.join(self.get_temp_dir(), 'run')
@@ -635,16 +625,12 @@ class TrainCliTest(tf.test.TestCase):
     data_dir = self.get_temp_dir()
     data_fixtures.prepare_tiny_dataset(data_dir, n_train=64, n_test=16)
     split = data_fixtures.make_tiny_split(data_dir)
-    environ = {k: v for k, v in os.environ.items() if k not in RANK_VARIABLES}
-    environ.update(PYTHONPATH=FAKE_NPU, TF_CPP_MIN_LOG_LEVEL='3',
-                   RANK_SIZE='8', RANK_TABLE_FILE=TABLE, DEVICE_ID='0')
-    result = subprocess.run(
-        [sys.executable, os.path.join(ROOT, 'launch', 'train.py'),
-         '--data_dir=' + data_dir, '--dataset=' + split, '--device=npu',
-         '--model_dir=' + os.path.join(data_dir, 'run'),
-         '--algorithm=supervised', '--train_steps=2'],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        universal_newlines=True, env=environ, timeout=300, check=False)
+    result = data_fixtures.run_entry(
+        'train', '--data_dir=' + data_dir, '--dataset=' + split,
+        '--device=npu', '--model_dir=' + os.path.join(data_dir, 'run'),
+        '--algorithm=supervised', '--train_steps=2', timeout=300,
+        env=dict(dict.fromkeys(RANK_VARIABLES), PYTHONPATH=FAKE_NPU,
+                 RANK_SIZE='8', RANK_TABLE_FILE=TABLE, DEVICE_ID='0'))
     self.assertEqual(result.returncode, 2, result.stderr[-2000:])
     lines = [l for l in result.stderr.splitlines() if l.startswith('error:')]
     self.assertLen(lines, 1, result.stderr)

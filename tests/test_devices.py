@@ -1,4 +1,4 @@
-"""launch/devices.session_config: thread settings per TensorFlow build."""
+"""runner/devices.session_config: thread settings per TensorFlow build."""
 
 import os
 from unittest import mock

@@ -1,8 +1,5 @@
-"""tf.distribute: TF_CONFIG checks, strategy correctness, a real local cluster.
-
-Tiny 8x8 data through the real writer and splitter and a tiny network, as in
-tests/test_reliability.py. The cluster test starts launch/local_cluster.py
-(chief + 2 workers, multi_worker_mirrored on 127.0.0.1) as a subprocess.
+"""tf.distribute: TF_CONFIG checks, strategy correctness, and a real local
+cluster (launch/local_cluster.py: chief + 2 workers on 127.0.0.1).
 """
 
 import glob
@@ -11,8 +8,6 @@ import os
 import re
 import shutil
 import signal
-import subprocess
-import sys
 import time
 
 from absl import flags
@@ -32,19 +27,10 @@ from runner import model_dir as model_dir_lib
 from runner import params as params_lib
 from tests import data_fixtures
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TINY_NET = ['--network=resnet', '--filters=4', '--repeat=1', '--scales=1']
+TINY_NET = data_fixtures.TINY_NET
 
 if 'model_dir' not in flags.FLAGS:
   train_lib.define_flags()
-
-
-def _env(**extra):
-  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3', **extra)
-  env.pop('BUILD_WORKING_DIRECTORY', None)
-  env.pop('TF_CONFIG', None)
-  env.update(extra)
-  return env
 
 
 def config(spec, kind, index):
@@ -131,13 +117,10 @@ class TfConfigTest(DataTestBase):
 
   def test_train_exits_2_before_any_work(self):
     model_dir = os.path.join(self.get_temp_dir(), 'never')
-    proc = subprocess.run(
-        [sys.executable, os.path.join(ROOT, 'launch', 'train.py')] +
-        self.train_args(model_dir, '--distribution_strategy='
-                        'multi_worker_mirrored'),
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        universal_newlines=True, timeout=300,
-        env=_env(TF_CONFIG=config(SPEC, 'worker', 5)))
+    proc = data_fixtures.run_entry(
+        'train', *self.train_args(model_dir, '--distribution_strategy='
+                                  'multi_worker_mirrored'),
+        timeout=300, env={'TF_CONFIG': config(SPEC, 'worker', 5)})
     errors = [l for l in proc.stderr.splitlines() if l.startswith('error:')]
     self.assertEqual(proc.returncode, 2, proc.stderr)
     self.assertEqual(errors, ["error: TF_CONFIG task index 5 out of range: "
@@ -300,14 +283,11 @@ class LocalClusterTest(DataTestBase):
   NEVER = 10 ** 6
 
   def start_cluster(self, model_dir, steps, *launcher_flags):
-    args = ([sys.executable, os.path.join(ROOT, 'launch', 'local_cluster.py'),
-             '--workers=2'] + list(launcher_flags) + ['--'] +
-            self.train_args(model_dir, '--train_steps=%d' % steps,
-                            '--save_checkpoints_steps=%d' % self.EVERY,
-                            '--log_every_steps=1'))
-    return subprocess.Popen(args, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, universal_newlines=True,
-                            env=_env())
+    return data_fixtures.start_entry(
+        'local_cluster', '--workers=2', *launcher_flags, '--',
+        *self.train_args(model_dir, '--train_steps=%d' % steps,
+                         '--save_checkpoints_steps=%d' % self.EVERY,
+                         '--log_every_steps=1'), env={'TF_CONFIG': None})
 
   def test_kill_worker_resume_then_eval(self):
     model_dir = os.path.join(self.get_temp_dir(), 'cluster')
@@ -377,11 +357,9 @@ class LocalClusterTest(DataTestBase):
     with open(os.path.join(logs, 'evaluator-0.log')) as f:
       self.assertRegex(f.read(), r'step %d: valid accuracy \d' % last)
     # launch/eval.py works on the result.
-    proc = subprocess.run(
-        [sys.executable, os.path.join(ROOT, 'launch', 'eval.py'),
-         '--model_dir=' + model_dir, '--tune_images=16', '--batch_size=16'],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        universal_newlines=True, timeout=300, env=_env())
+    proc = data_fixtures.run_entry(
+        'eval', '--model_dir=' + model_dir, '--tune_images=16',
+        '--batch_size=16', timeout=300, env={'TF_CONFIG': None})
     self.assertEqual(proc.returncode, 0, proc.stderr)
     self.assertIn('at step %d' % last, proc.stdout)
     with open(os.path.join(model_dir, 'eval_results.json')) as f:

@@ -1,12 +1,6 @@
-"""Tests of the MixMatch-family algorithms (model_fns/<name>.py).
-
-Three kinds of checks:
-- losses against numpy, with a linear model (flatten -> dense) whose weights
-  are read back, and MixUp made the identity where it would hide the check
-  (beta -> 0 gives lambda = 1);
-- input needs, defaults and parameter errors;
-- core.model_fn in TRAIN (real steps on 8x8 images with a conv + batch-norm
-  trunk: finite losses, moving weights and EMA), EVAL and PREDICT.
+"""Tests of the MixMatch-family algorithms (model_fns/<name>.py): losses
+against numpy on a linear model, input needs, defaults and errors, and
+core.model_fn in every mode.
 """
 
 import collections
@@ -41,15 +35,8 @@ NO_MIX = 1e-6  # Beta(1e-6, 1e-6) draws 0 or 1: lambda = max(l, 1 - l) = 1.
 CLASSES = 5
 
 
-def flat_network(images, training, params):
-  del training, params
-  return tf.layers.flatten(images)
-
-
-def np_softmax(z):
-  z = z - z.max(axis=-1, keepdims=True)
-  e = np.exp(z)
-  return e / e.sum(axis=-1, keepdims=True)
+flat_network = mtu.flat_network
+np_softmax = mtu.softmax
 
 
 def np_xe(targets, logits):

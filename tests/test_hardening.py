@@ -1,10 +1,5 @@
 """Issue 16: no command destroys a run or a dataset, racing writers never
 replace each other, any legal path works, and hostile input gets one line.
-
-Tiny 8×8 data through the real writer and splitter, a tiny network, as in
-tests/test_reliability.py. Entry points run in-process where the protection
-does not need a separate process, and as subprocesses (batched where
-possible) where exit codes or real concurrency are the point.
 """
 
 import contextlib
@@ -13,8 +8,6 @@ import json
 import os
 import shutil
 import struct
-import subprocess
-import sys
 
 from absl import flags
 import numpy as np
@@ -36,30 +29,13 @@ from runner import model_dir as model_dir_lib
 from runner import params as params_lib
 from tests import data_fixtures
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY_NET = data_fixtures.TINY_NET
 BASE_FLAGS = data_fixtures.BASE_FLAGS
 
 if 'model_dir' not in flags.FLAGS:
   train_lib.define_flags()
 
-
-_env = data_fixtures.subprocess_env
-
-
-def start_entry(script, args):
-  return subprocess.Popen(
-      [sys.executable, os.path.join(ROOT, 'launch', script + '.py')] + args,
-      stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True,
-      env=_env())
-
-
-def run_entry(script, args):
-  proc = start_entry(script, args)
-  stdout, stderr = proc.communicate(timeout=600)
-  return proc.returncode, stdout, stderr
-
-
+start_entry = data_fixtures.start_entry
 error_lines = data_fixtures.error_lines
 
 
@@ -285,7 +261,7 @@ class DatasetOverwriteTest(HardeningTestBase):
     data_dir = os.path.join(self.get_temp_dir(), 'data_two')
     args = ['--dataset=image_folder', '--source_dir=' + source,
             '--data_dir=' + data_dir, '--name=race']
-    procs = [start_entry('prepare_data', args) for _ in range(2)]
+    procs = [start_entry('prepare_data', *args) for _ in range(2)]
     results = [(p.wait(timeout=600),) + p.communicate() for p in procs]
     codes = sorted(r[0] for r in results)
     self.assertEqual(codes, [0, 1], results)
@@ -370,17 +346,16 @@ class CommandLineTest(HardeningTestBase):
     self.train_in_process(model_dir, '--train_steps=5')
     fresh = os.path.join(work, 'cli_fresh')
     procs = {
-        'nan': start_entry('train', self.train_args(fresh, '--lr=nan',
-                                                    '--train_steps=5')),
-        'memory': start_entry('train', self.train_args(
+        'nan': start_entry('train', *self.train_args(fresh, '--lr=nan',
+                                                     '--train_steps=5')),
+        'memory': start_entry('train', *self.train_args(
             fresh, '--batch_size=100000000', '--train_steps=5')),
-        'export_onto_run': start_entry('export', [
-            '--model_dir=' + model_dir, '--export_dir=' + model_dir,
-            '--overwrite']),
-        'name': start_entry('prepare_data', [
-            '--dataset=image_folder', '--source_dir=' + work,
-            '--data_dir=' + os.path.join(work, 'cli_data'),
-            '--name=tiny\n']),
+        'export_onto_run': start_entry(
+            'export', '--model_dir=' + model_dir, '--export_dir=' + model_dir,
+            '--overwrite'),
+        'name': start_entry(
+            'prepare_data', '--dataset=image_folder', '--source_dir=' + work,
+            '--data_dir=' + os.path.join(work, 'cli_data'), '--name=tiny\n'),
     }
     results = {k: (p.wait(timeout=600),) + p.communicate()
                for k, p in procs.items()}

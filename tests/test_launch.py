@@ -1,14 +1,10 @@
-"""The entry points for real: prepare → train → eval → export, resume, NPU.
-
-Training runs a few steps of a tiny network on tiny 8×8 data written through
-the real writer and splitter; every entry point runs as a subprocess, the way
-a user runs it.
+"""The entry points for real, as subprocesses: prepare → train → eval →
+export, resume, NPU.
 """
 
 import json
 import os
 import shutil
-import subprocess
 import sys
 import unittest
 
@@ -33,22 +29,13 @@ from tests import data_fixtures
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FAKE_NPU = os.path.join(ROOT, 'tests', 'fake_npu_bridge')
-TINY_NET = ['--network=resnet', '--filters=4', '--repeat=1', '--scales=1']
+TINY_NET = data_fixtures.TINY_NET
 
 if 'model_dir' not in flags.FLAGS:
   train_lib.define_flags()
 
 
-def run_entry(script, *args, **kwargs):
-  """Runs launch/<script>.py; returns the CompletedProcess (text output)."""
-  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3')
-  env.update(kwargs.pop('env', {}))
-  env = {k: v for k, v in env.items() if v is not None}  # None: unset
-  return subprocess.run(
-      [sys.executable, os.path.join(ROOT, 'launch', script + '.py')] +
-      list(args), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-      universal_newlines=True, env=env, cwd=kwargs.pop('cwd', None),
-      timeout=600, check=False)
+run_entry = data_fixtures.run_entry
 
 
 class LaunchTest(data_fixtures.TinyDataTestCase):

@@ -4,8 +4,6 @@ import collections
 import gzip
 import json
 import os
-import subprocess
-import sys
 
 import numpy as np
 import tensorflow.compat.v1 as tf
@@ -15,28 +13,9 @@ from input_pipeline import records
 from input_pipeline import sources
 from tests import data_fixtures
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SCRIPT = os.path.join(REPO, 'launch', 'prepare_data.py')
 FASHION_DIR = '/usr/share/datasets/fashion-mnist'
-
-
-def _env(**extra):
-  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3')
-  env.pop('BUILD_WORKING_DIRECTORY', None)
-  env.update(extra)
-  return env
-
-
-def start_cli(args, cwd, **env):
-  return subprocess.Popen([sys.executable, SCRIPT] + args, cwd=cwd,
-                          env=_env(**env), stdout=subprocess.PIPE,
-                          stderr=subprocess.PIPE, universal_newlines=True)
-
-
-def run_cli(args, cwd, **env):
-  proc = start_cli(args, cwd, **env)
-  stdout, stderr = proc.communicate(timeout=600)
-  return proc.returncode, stdout, stderr
+start_entry = data_fixtures.start_entry
+run_entry = data_fixtures.run_entry
 
 
 def looks_complete(data_dir):
@@ -58,17 +37,18 @@ class PrepareCifarTest(tf.test.TestCase):
     expected = data_fixtures.write_cifar10_python(
         os.path.join(base, 'raw'), n_per_batch=8, n_test=5)
     # Relative paths resolve against $BUILD_WORKING_DIRECTORY (bazel run).
-    code, stdout, stderr = run_cli(
-        ['--dataset=cifar10', '--source_dir=raw', '--data_dir=data',
-         '--split=cifar10.3@20-4', '--split=cifar10.4@10-0'], cwd='/',
-        BUILD_WORKING_DIRECTORY=base)
-    self.assertEqual(code, 0, stderr)
+    result = run_entry(
+        'prepare_data', '--dataset=cifar10', '--source_dir=raw',
+        '--data_dir=data', '--split=cifar10.3@20-4', '--split=cifar10.4@10-0',
+        cwd='/', env={'BUILD_WORKING_DIRECTORY': base})
+    self.assertEqual(result.returncode, 0, result.stderr)
     data_dir = os.path.join(base, 'data')
     self.assertIn('prepared cifar10 in %s/cifar10 (32x32x3, 10 classes): '
-                  'train 40, test 5' % data_dir, stdout)
+                  'train 40, test 5' % data_dir, result.stdout)
     self.assertIn('created split cifar10.3@20-4 in %s: labeled 20, valid 4, '
                   'unlabeled 16' % os.path.join(data_dir, 'cifar10', 'splits',
-                                                'cifar10.3@20-4'), stdout)
+                                                'cifar10.3@20-4'),
+                  result.stdout)
     self.assertEqual(looks_complete(data_dir), [
         'cifar10', 'cifar10/splits/cifar10.3@20-4',
         'cifar10/splits/cifar10.4@10-0'])
@@ -84,13 +64,12 @@ class PrepareCifarTest(tf.test.TestCase):
     test = [e for p in source.files['test'] for e in records.read_examples(p)]
     self.assertAllEqual(np.stack([e[0] for e in test]), expected['test'][0])
     # --verify re-reads every record.
-    code, stdout, stderr = run_cli(
-        ['--data_dir=%s' % data_dir, '--verify=cifar10',
-         '--verify=cifar10.3@20-4'], cwd=base)
-    self.assertEqual(code, 0, stderr)
-    self.assertIn('verified cifar10: train 40, test 5', stdout)
+    result = run_entry('prepare_data', '--data_dir=%s' % data_dir,
+                       '--verify=cifar10', '--verify=cifar10.3@20-4', cwd=base)
+    self.assertEqual(result.returncode, 0, result.stderr)
+    self.assertIn('verified cifar10: train 40, test 5', result.stdout)
     self.assertIn('verified cifar10.3@20-4: labeled 20, valid 4, unlabeled 16',
-                  stdout)
+                  result.stdout)
 
 
 def _missing_source(base):
@@ -216,7 +195,7 @@ class BadInputTest(tf.test.TestCase):
       os.makedirs(base)
       args = setup(base)
       cls.bases[name] = (base, looks_complete(base))
-      procs[name] = start_cli(args, cwd=base)
+      procs[name] = start_entry('prepare_data', *args, cwd=base)
     for name, proc in procs.items():
       stdout, stderr = proc.communicate(timeout=600)
       cls.results[name] = (proc.returncode, stdout, stderr)
@@ -276,11 +255,12 @@ class RealFashionMnistTest(tf.test.TestCase):
       self.skipTest('Fashion-MNIST is not installed in %s (Debian package '
                     'dataset-fashion-mnist)' % FASHION_DIR)
     data_dir = os.path.join(self.get_temp_dir(), 'data')
-    code, stdout, stderr = run_cli(
-        ['--dataset=fashion_mnist', '--data_dir=%s' % data_dir,
-         '--split=fashion_mnist.1@1000-5000'], cwd=self.get_temp_dir())
-    self.assertEqual(code, 0, stderr)
-    self.assertIn('train 60000, test 10000', stdout)
+    result = run_entry('prepare_data', '--dataset=fashion_mnist',
+                       '--data_dir=%s' % data_dir,
+                       '--split=fashion_mnist.1@1000-5000',
+                       cwd=self.get_temp_dir())
+    self.assertEqual(result.returncode, 0, result.stderr)
+    self.assertIn('train 60000, test 10000', result.stdout)
     info = dataset_info.load(os.path.join(data_dir, 'fashion_mnist'))
     self.assertEqual(info['num_classes'], 10)
     self.assertEqual(info['image_shape'], [28, 28, 1])

@@ -1,10 +1,5 @@
-"""Fault injection: locks, NaN, full disks, kill -9, corrupt data, bad flags.
-
-Issue 6's protections, each tested so that removing it fails a test. Tiny
-8×8 data through the real writer and splitter and a tiny network, as in
-tests/test_launch.py. Training runs in-process where the protection does
-not need a separate process (faster: no TensorFlow import), and as a
-subprocess where it does (locks, exit codes, file-size limits, kill -9).
+"""Fault injection (issue 6): locks, NaN, full disks, kill -9, corrupt data,
+bad flags; each protection tested so that removing it fails a test.
 """
 
 import ast
@@ -16,8 +11,6 @@ import re
 import resource
 import shutil
 import signal
-import subprocess
-import sys
 import tempfile
 import time
 
@@ -48,8 +41,8 @@ BASE_FLAGS = data_fixtures.BASE_FLAGS
 if 'model_dir' not in flags.FLAGS:
   train_lib.define_flags()
 
-
-_env = data_fixtures.subprocess_env
+start_entry = data_fixtures.start_entry
+run_entry = data_fixtures.run_entry
 
 
 def file_size_limit(limit):
@@ -58,19 +51,6 @@ def file_size_limit(limit):
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
     resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
   return apply
-
-
-def start_entry(script, args, preexec_fn=None):
-  return subprocess.Popen(
-      [sys.executable, os.path.join(ROOT, 'launch', script + '.py')] + args,
-      stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True,
-      env=_env(), preexec_fn=preexec_fn)
-
-
-def run_entry(script, args, preexec_fn=None):
-  proc = start_entry(script, args, preexec_fn)
-  stdout, stderr = proc.communicate(timeout=600)
-  return proc.returncode, stdout, stderr
 
 
 def wait_for(predicate, proc=None, timeout=120, interval=0.002):
@@ -176,7 +156,7 @@ class LockTest(ReliabilityTestBase):
 
   def test_second_process_refused_and_kill_releases(self):
     model_dir = os.path.join(self.get_temp_dir(), 'run')
-    first = start_entry('train', self.train_args(
+    first = start_entry('train', *self.train_args(
         model_dir, '--train_steps=100000', '--save_checkpoints_steps=50000'))
     lock_path = os.path.join(model_dir, model_dir_lib.LOCK_FILE)
 
@@ -195,11 +175,11 @@ class LockTest(ReliabilityTestBase):
     try:
       self.assertTrue(wait_for(locked_by_first, first, interval=0.05),
                       first.stderr.read() if first.poll() is not None else '')
-      code, _, stderr = run_entry('train', self.train_args(
+      result = run_entry('train', *self.train_args(
           model_dir, '--train_steps=100000', '--save_checkpoints_steps=50000'))
       self.assertOneLine(
-          stderr, 2, code, 'error: model_dir %s is in use by another training '
-          'process (pid %d)' % (model_dir, first.pid))
+          result.stderr, 2, result.returncode, 'error: model_dir %s is in '
+          'use by another training process (pid %d)' % (model_dir, first.pid))
     finally:
       kill9(first)
     # The kernel released the dead process's lock: the next run takes it.
@@ -213,13 +193,13 @@ class NumericalFaultTest(ReliabilityTestBase):
 
   def test_huge_lr_stops_with_step_and_terms_exit_1(self):
     model_dir = os.path.join(self.get_temp_dir(), 'run')
-    code, stdout, stderr = run_entry('train', self.train_args(
+    result = run_entry('train', *self.train_args(
         model_dir, '--train_steps=10', '--lr=1e30', '--log_every_steps=1'))
-    line = self.assertOneLine(stderr, 1, code, 'error: ', 'at step ',
-                              'lr 1e+30', 'xe ')
+    line = self.assertOneLine(result.stderr, 1, result.returncode, 'error: ',
+                              'at step ', 'lr 1e+30', 'xe ')
     self.assertRegex(line, r'(loss is (nan|inf) at step \d+|weights are not '
                      r'finite after step \d+) \(')
-    self.assertNotIn('step 10:', stdout)
+    self.assertNotIn('step 10:', result.stdout)
     # No checkpoint but the initial one holds non-finite values.
     for step in self.assertCheckpointsLoad(model_dir):
       reader = tf.train.load_checkpoint(
@@ -302,11 +282,12 @@ class DiskFullTest(ReliabilityTestBase):
     model_dir = os.path.join(self.get_temp_dir(), 'run')
     self.train_in_process(model_dir, '--train_steps=5')
     before = load_all_tensors(os.path.join(model_dir, 'model.ckpt-5'))[0]
-    code, _, stderr = run_entry(
-        'train', self.train_args(model_dir, '--train_steps=10'),
+    result = run_entry(
+        'train', *self.train_args(model_dir, '--train_steps=10'),
         preexec_fn=file_size_limit(16 * 1024))
-    line = self.assertOneLine(stderr, 1, code, 'error: cannot write ',
-                              model_dir, 'File too large')
+    line = self.assertOneLine(result.stderr, 1, result.returncode,
+                              'error: cannot write ', model_dir,
+                              'File too large')
     self.assertNotRegex(line, r'_temp_|\.tmp[0-9a-f]|tempstate')
     # The newest checkpoint listed is named as intact, and it is: it loads
     # (a save stopped before the state file was replaced is not listed).
@@ -329,11 +310,12 @@ class DiskFullTest(ReliabilityTestBase):
                       printer=lambda _: None)
     with open(os.path.join(export_dir, 'saved_model.pb'), 'rb') as f:
       saved = f.read()
-    code, _, stderr = run_entry(
-        'export', ['--model_dir=' + model_dir, '--export_dir=' + export_dir,
-                   '--overwrite', '--verify_images=0'],
+    result = run_entry(
+        'export', '--model_dir=' + model_dir, '--export_dir=' + export_dir,
+        '--overwrite', '--verify_images=0',
         preexec_fn=file_size_limit(8 * 1024))
-    self.assertOneLine(stderr, 1, code, 'error: cannot write ',
+    self.assertOneLine(result.stderr, 1, result.returncode,
+                       'error: cannot write ',
                        'File too large', '%s is unchanged' % export_dir)
     with open(os.path.join(export_dir, 'saved_model.pb'), 'rb') as f:
       self.assertEqual(f.read(), saved)
@@ -349,7 +331,7 @@ class KillTest(ReliabilityTestBase):
     model_dir = os.path.join(self.get_temp_dir(), 'run')
     args = self.train_args(model_dir, '--train_steps=20',
                            '--log_every_steps=1')
-    proc = start_entry('train', args)
+    proc = start_entry('train', *args)
 
     def lists_checkpoint_5():
       try:
@@ -413,8 +395,8 @@ class KillTest(ReliabilityTestBase):
     model_dir = os.path.join(self.get_temp_dir(), 'run')
     self.train_in_process(model_dir, '--train_steps=5')
     export_dir = os.path.join(self.get_temp_dir(), 'export')
-    proc = start_entry('export', ['--model_dir=' + model_dir,
-                                  '--export_dir=' + export_dir])
+    proc = start_entry('export', '--model_dir=' + model_dir,
+                       '--export_dir=' + export_dir)
     tmp = '%s.tmp-%d' % (export_dir, proc.pid)
     try:
       self.assertTrue(wait_for(lambda: os.path.exists(tmp), proc))
@@ -446,7 +428,7 @@ class KillTest(ReliabilityTestBase):
     data_fixtures.write_idx(raw, 't10k', images[:500, ..., 0], labels[:500])
     data_dir = os.path.join(base, 'data')
     args = ['--dataset=mnist', '--source_dir=' + raw, '--data_dir=' + data_dir]
-    proc = start_entry('prepare_data', args)
+    proc = start_entry('prepare_data', *args)
     tmp = os.path.join(data_dir, 'mnist.tmp-%d' % proc.pid)
     try:
       self.assertTrue(wait_for(lambda: os.path.exists(tmp), proc))
@@ -454,14 +436,14 @@ class KillTest(ReliabilityTestBase):
       kill9(proc)
     self.assertFalse(os.path.exists(os.path.join(data_dir, 'mnist')))
     self.assertEqual(dataset_info.prepared_datasets(data_dir), [])
-    code, _, stderr = run_entry('prepare_data', args)
-    self.assertEqual(code, 0, stderr)
+    result = run_entry('prepare_data', *args)
+    self.assertEqual(result.returncode, 0, result.stderr)
     dataset_dir, info = dataset_info.load_named(data_dir, 'mnist')
     dataset_info.verify(dataset_dir, info, deep=True)
 
     split = 'mnist.1@100-100'
     split_args = ['--data_dir=' + data_dir, '--split=' + split]
-    proc = start_entry('prepare_data', split_args)
+    proc = start_entry('prepare_data', *split_args)
     split_tmp = '%s.tmp-%d' % (splits_lib.split_dir(dataset_dir, split),
                                proc.pid)
     try:
@@ -470,8 +452,8 @@ class KillTest(ReliabilityTestBase):
       kill9(proc)
     with self.assertRaisesRegex(DataError, 'never created'):
       sources.resolve(data_dir, split)
-    code, _, stderr = run_entry('prepare_data', split_args)
-    self.assertEqual(code, 0, stderr)
+    result = run_entry('prepare_data', *split_args)
+    self.assertEqual(result.returncode, 0, result.stderr)
     source = sources.resolve(data_dir, split)
     sources.verify(source, deep=True)
     self.assertEqual(source.counts['labeled'], 100)
@@ -643,9 +625,10 @@ class BadFlagsTest(ReliabilityTestBase):
                        needle)
       self.assertEqual(checkpoint_steps(model_dir), [], needle)
     # The same through the command line: exit 2 and one line.
-    code, _, stderr = run_entry('train', self.train_args(
+    result = run_entry('train', *self.train_args(
         model_dir, '--train_steps=10', '--iterations_per_loop=3'))
-    self.assertOneLine(stderr, 2, code, '--iterations_per_loop=3')
+    self.assertOneLine(result.stderr, 2, result.returncode,
+                       '--iterations_per_loop=3')
     self.assertFalse(os.path.exists(os.path.join(model_dir, 'params.json')))
 
 
@@ -680,15 +663,13 @@ class SecurityTest(tf.test.TestCase):
     ]
     before = [n for n in self.snapshot(base) if not n.startswith('data')]
     for args, expected, needle in cases:
-      code, _, stderr = run_entry('prepare_data',
-                                  ['--data_dir=' + data_dir] + args)
-      self.assertEqual(code, expected, stderr)
-      self.assertIn(needle, ''.join(error_lines(stderr)))
+      result = run_entry('prepare_data', '--data_dir=' + data_dir, *args)
+      self.assertEqual(result.returncode, expected, result.stderr)
+      self.assertIn(needle, ''.join(error_lines(result.stderr)))
       self.assertEqual(os.listdir(data_dir), [])
     os.remove(os.path.join(raw, 'c'))
-    code, _, stderr = run_entry('prepare_data', ['--data_dir=' + data_dir] +
-                                folder)
-    self.assertEqual(code, 0, stderr)
+    result = run_entry('prepare_data', '--data_dir=' + data_dir, *folder)
+    self.assertEqual(result.returncode, 0, result.stderr)
     after = [n for n in self.snapshot(base) if not n.startswith('data')]
     self.assertEqual(after, [n for n in before if n != 'raw/shapes/c'])
     self.assertEqual(os.listdir(data_dir), ['shapes'])

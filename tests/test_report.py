@@ -1,16 +1,10 @@
-"""launch/report.py on tiny real runs, and its event reading on known events.
-
-Two runs of a tiny network on 8x8 data train through launch/train.py as
-subprocesses (one with an EMA and launch/eval.py's table, one without
-either); the report must plot them, predict the test set into a confusion
-matrix that agrees with eval.py, and copy eval_results.json into Markdown.
+"""launch/report.py on tiny real runs (plots, confusion matrix, Markdown
+table), and its event reading on known events.
 """
 
 import json
 import os
 import shutil
-import subprocess
-import sys
 import tempfile
 
 import numpy as np
@@ -21,20 +15,13 @@ from launch import report as report_lib
 from runner import cli
 from tests import data_fixtures
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TINY_NET = ['--network=resnet', '--filters=4', '--repeat=1', '--scales=1']
+TINY_NET = data_fixtures.TINY_NET
 N_TEST = 16
 NUM_CLASSES = 4
 LR = 0.01
 
 
-def run_entry(script, *args):
-  """Runs launch/<script>.py as a user would; returns the CompletedProcess."""
-  return subprocess.run(
-      [sys.executable, os.path.join(ROOT, 'launch', script + '.py')] +
-      list(args), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-      universal_newlines=True, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3'),
-      timeout=600, check=False)
+run_entry = data_fixtures.run_entry
 
 
 def _markdown_table(text, first_header_cell):

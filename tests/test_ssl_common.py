@@ -9,12 +9,9 @@ import tensorflow.compat.v1 as tf
 from model_fns import base
 from model_fns import spec
 from model_fns import ssl_common
+from tests import model_test_util as mtu
 
-
-def np_softmax(z):
-  z = z - z.max(axis=-1, keepdims=True)
-  e = np.exp(z)
-  return e / e.sum(axis=-1, keepdims=True)
+np_softmax = mtu.softmax
 
 
 def np_sharpen(p, t):

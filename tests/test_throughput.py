@@ -6,7 +6,6 @@ report consistent, positive figures in the last-line JSON.
 
 import json
 import os
-import subprocess
 import sys
 import unittest
 
@@ -16,16 +15,11 @@ from input_pipeline import runtime
 import tests
 from tests import data_fixtures
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TINY_NET = ['--network=resnet', '--filters=4', '--repeat=1', '--scales=1']
+TINY_NET = data_fixtures.TINY_NET
 
 
 def run_benchmark(*args):
-  return subprocess.run(
-      [sys.executable, os.path.join(ROOT, 'benchmarks', 'throughput.py')] +
-      list(args), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-      universal_newlines=True, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3'),
-      timeout=600, check=False)
+  return data_fixtures.run_entry('benchmarks/throughput', *args)
 
 
 class ThroughputTest(tf.test.TestCase):
@@ -104,13 +98,7 @@ class ThroughputTableTest(tf.test.TestCase):
   """benchmarks/throughput_table.py: one tiny real run, then a resume."""
 
   def run_table(self, *args):
-    return subprocess.run(
-        [sys.executable, os.path.join(ROOT, 'benchmarks',
-                                      'throughput_table.py')] + list(args),
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        universal_newlines=True,
-        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3'), timeout=600,
-        check=False)
+    return data_fixtures.run_entry('benchmarks/throughput_table', *args)
 
   def test_runs_resumes_and_tabulates(self):
     work = self.get_temp_dir()
@@ -181,13 +169,9 @@ class BareStepTest(tf.test.TestCase):
   """benchmarks/bare_step.py runs real steps and reports consistent figures."""
 
   def test_tiny_bare_step(self):
-    result = subprocess.run(
-        [sys.executable, os.path.join(ROOT, 'benchmarks', 'bare_step.py'),
-         '--batch_size=2', '--steps=2', '--warmup=1', '--filters=4'],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        universal_newlines=True,
-        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3'), timeout=300,
-        check=False)
+    result = data_fixtures.run_entry(
+        'benchmarks/bare_step', '--batch_size=2', '--steps=2', '--warmup=1',
+        '--filters=4', timeout=300)
     self.assertEqual(result.returncode, 0, result.stderr[-3000:])
     figures = json.loads(result.stdout.strip().splitlines()[-1])
     self.assertEqual((figures['batch_size'], figures['filters']), (2, 4))
@@ -205,9 +189,7 @@ class AgainstResearchTest(tf.test.TestCase):
     work = self.get_temp_dir()
     results = os.path.join(work, 'rounds.jsonl')
     output = os.path.join(work, 'against.md')
-    args = [sys.executable,
-            os.path.join(ROOT, 'benchmarks', 'against_research.py'),
-            '--yardstick=' + sys.executable,
+    args = ['--yardstick=' + sys.executable,
             '--flavors=stock=' + sys.executable, '--algorithms=realmix',
             '--rounds=1', '--steps=1', '--warmup=1',
             '--results=' + results, '--output=' + output,
@@ -215,10 +197,7 @@ class AgainstResearchTest(tf.test.TestCase):
             '--filters=4',
             '--extra=' + ','.join(['--batch_size=2', '--images=200',
                                    '--labeled_images=50'] + TINY_NET)]
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3')
-    first = subprocess.run(args, stdout=subprocess.PIPE,
-                           stderr=subprocess.PIPE, universal_newlines=True,
-                           env=env, timeout=600, check=False)
+    first = data_fixtures.run_entry('benchmarks/against_research', *args)
     self.assertEqual(first.returncode, 0, first.stderr[-3000:])
     with open(results) as f:
       lines = f.read().splitlines()
@@ -243,9 +222,7 @@ class AgainstResearchTest(tf.test.TestCase):
     self.assertIn('| stock | realmix | 1 | **%s** | %s | %s |'
                   % (ratio, ratio, ratio), table)
     # Done already: a second call measures nothing and rewrites the table.
-    second = subprocess.run(args, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, universal_newlines=True,
-                            env=env, timeout=600, check=False)
+    second = data_fixtures.run_entry('benchmarks/against_research', *args)
     self.assertEqual(second.returncode, 0, second.stderr[-3000:])
     self.assertNotIn('yardstick:', second.stdout)
     with open(results) as f:
@@ -258,16 +235,14 @@ class ThreadProfileTest(tf.test.TestCase):
   """benchmarks/thread_profile.py around a tiny real throughput.py run."""
 
   def test_phases_and_threads_add_up(self):
-    result = subprocess.run(
-        [sys.executable, os.path.join(ROOT, 'benchmarks', 'thread_profile.py'),
-         '--interval=0.05', '--min_cpu=0.01', '--', sys.executable,
-         os.path.join(ROOT, 'benchmarks', 'throughput.py'),
-         '--algorithm=supervised', '--batch_size=8', '--steps=20',
-         '--warmup=1', '--images=200', '--labeled_images=50', '--ceiling'] +
-        TINY_NET, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        universal_newlines=True,
-        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3'), timeout=600,
-        check=False)
+    result = data_fixtures.run_entry(
+        'benchmarks/thread_profile', '--interval=0.05', '--min_cpu=0.01',
+        '--', *data_fixtures.entry_command(
+            'benchmarks/throughput', ['--algorithm=supervised',
+                                      '--batch_size=8', '--steps=20',
+                                      '--warmup=1', '--images=200',
+                                      '--labeled_images=50', '--ceiling'] +
+            TINY_NET))
     self.assertEqual(result.returncode, 0, result.stderr[-3000:])
     lines = result.stdout.strip().splitlines()
     # The command's own output passes through, its JSON included.
@@ -286,11 +261,8 @@ class ThreadProfileTest(tf.test.TestCase):
       self.assertLessEqual(f['cores_busy'], os.cpu_count() + 0.5)
 
   def test_no_command_is_one_line(self):
-    result = subprocess.run(
-        [sys.executable, os.path.join(ROOT, 'benchmarks',
-                                      'thread_profile.py')],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        universal_newlines=True, timeout=120, check=False)
+    result = data_fixtures.run_entry('benchmarks/thread_profile',
+                                     timeout=120)
     self.assertEqual(result.returncode, 2)
     self.assertEqual(result.stderr.strip().splitlines(),
                      ['error: give the throughput.py command after --'])

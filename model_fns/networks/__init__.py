@@ -1,17 +1,6 @@
 """Backbones: `get(name)` returns `build(images, training, params)`.
 
-`build` maps float32 normalised images [B, H, W, C] to the float32 embedding
-[B, D] after the final global average pool; the classifier head is not part
-of it. `training` is a Python bool. Call it under
-`tf.compat.v1.variable_scope(..., reuse=tf.compat.v1.AUTO_REUSE)` so repeated
-calls share every variable.
-
-| name      | D                         | source                           |
-| --------- | ------------------------- | -------------------------------- |
-| `convnet` | 128                       | SESEMI 13-layer max-pool ConvNet |
-| `nin`     | 192                       | SESEMI Network-in-Network        |
-| `wrn`     | 128                       | SESEMI WRN-28-2 with max pooling |
-| `resnet`  | filters * 2^(scales - 1)  | libml pre-activation ResNet      |
+The contract and each network's layers: docs/architecture.md.
 """
 
 from model_fns.networks import convnet

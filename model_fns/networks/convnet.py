@@ -1,18 +1,6 @@
 """SESEMI's 13-layer max-pooling ConvNet (vuptran/sesemi networks/convnet.py).
 
-    3 x conv3x3-128 -> maxpool 2 -> [dropout]
-    3 x conv3x3-256 -> maxpool 2 -> [dropout]
-    conv3x3-512 valid -> conv1x1-256 -> conv1x1-128 -> global average pool
-
-Every conv has a bias and is followed by batch norm and LeakyReLU
-(`params['leaky_relu']`, 0.1 in SESEMI); kernels are he-normal (fan-in).
-Dropout at `params['net_dropout']` follows each pooling (SESEMI: 0.5 on SVHN,
-otherwise 0). The embedding has 128 channels.
-
-Small images: the 3x3-512 conv is 'valid' as in SESEMI whenever the map after
-the two poolings is at least 3x3 (images of 12 pixels or more); for smaller
-images (tiny test images) it uses 'same' padding instead so the network still
-builds. The variables are identical either way.
+Layers: docs/architecture.md.
 """
 
 import tensorflow.compat.v1 as tf
@@ -23,7 +11,7 @@ NAME = 'convnet'
 
 
 def build(images, training, params):
-  """Returns the [B, 128] embedding of `images` (see the module docstring).
+  """Returns the [B, 128] embedding of `images` (docs/architecture.md).
 
   Args:
     images: float32 [B, H, W, C], normalised.

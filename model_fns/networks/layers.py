@@ -1,22 +1,6 @@
 """Building blocks shared by the backbones: batch norm, activations, convs.
 
-Every function creates its variables through `tf.compat.v1.get_variable`
-(directly, or through `tf.compat.v1.layers` with an explicit name), so a
-network built twice under a variable scope with `reuse=AUTO_REUSE` shares all
-of its weights, and a custom getter installed on an enclosing variable scope
-(the EMA evaluation's) sees every variable.
-
-Batch-norm moments. A training-mode `batch_norm` call records its moving
-statistics and this call's batch moments; read them back, one
-`BatchMoments` per call in call order, with
-
-    for moments in layers.get_moments():
-      moments.moving_mean, moments.moving_variance   # the layer's variables
-      moments.batch_mean, moments.batch_variance     # this call's tensors
-
-They are kept in four parallel graph collections `BN_MOMENTS/<field>` of
-plain tensors, so that saving a MetaGraph (every checkpoint) serialises them
-like any other collection.
+Variable sharing and the recorded batch-norm moments: docs/architecture.md.
 """
 
 import collections

@@ -1,16 +1,6 @@
 """SESEMI's max-pooling Network-in-Network (vuptran/sesemi networks/nin.py).
 
-    pad 2 -> conv5x5-192 -> conv1x1-160 -> conv1x1-96 -> maxpool 2 -> [dropout]
-    pad 2 -> conv5x5-192 -> conv1x1-192 -> conv1x1-192 -> maxpool 2 -> [dropout]
-    pad 1 -> conv3x3-192 -> conv1x1-192 -> conv1x1-192 -> global average pool
-
-(pad = zero padding on each side).
-
-All convs are 'valid' (after the explicit padding) with a bias, he-normal
-(fan-in) kernels, batch norm and ReLU (SESEMI's NIN has leakiness 0, so
-`params['leaky_relu']` is not used). Dropout at `params['net_dropout']`
-follows each pooling. The embedding has 192 channels. Images need at least
-4 pixels a side (two 2x poolings).
+Layers: docs/architecture.md.
 """
 
 import tensorflow.compat.v1 as tf
@@ -21,7 +11,7 @@ NAME = 'nin'
 
 
 def build(images, training, params):
-  """Returns the [B, 192] embedding of `images` (see the module docstring).
+  """Returns the [B, 192] embedding of `images` (docs/architecture.md).
 
   Args:
     images: float32 [B, H, W, C], normalised.

@@ -1,28 +1,6 @@
 """libml's pre-activation ResNet (google-research/mixmatch libml/models.py).
 
-    conv3x3-16
-    for s in 0 .. scales-1, width w = filters * 2^s:
-      repeat x residual(w), the first with stride 2 when s > 0
-    BN -> LeakyReLU -> global average pool
-
-    residual(w)(x0):
-      a = LeakyReLU(BN(x0))
-      y = conv3x3-w(LeakyReLU(BN(conv3x3-w, stride(a))))
-      shortcut = x0, or a for the very first block (libml's
-                 activate_before_residual), through a 1x1 projection with the
-                 block's stride when the width or the stride changes
-      return shortcut + y
-
-Convs have biases and libml's kernel init N(0, 2 / (k * k * filters_out))
-(variance scaling, fan-out, untruncated). LeakyReLU slope is
-`params['leaky_relu']` (0.1), batch norm momentum `params['bn_momentum']`
-(0.999). WRN-28-2 is filters 32, repeat 4, scales 3; with a 10-class dense
-head it has 1,469,642 trainable parameters.
-
-Unlike libml, the network does not subtract the dataset mean and divide by
-its std itself: the input pipeline's normalisation has already been applied.
-`scales` 0 means automatic, ceil(log2(image width)) - 2 (libml's ilog2), and
-at least 1: 3 for 28- and 32-pixel images, 1 for 8-pixel ones.
+Layers: docs/architecture.md.
 """
 
 import math

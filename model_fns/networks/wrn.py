@@ -1,21 +1,7 @@
-"""SESEMI's wide residual network WRN-28-2 with max pooling.
+"""SESEMI's wide residual network WRN-28-2 with max pooling (vuptran/sesemi
+networks/wrn.py).
 
-Follows vuptran/sesemi networks/wrn.py (depth 28, widening factor 2):
-
-    conv3x3-16 -> BN -> ReLU
-    stage 1: widen(32)                 -> 3 x block(32) -> BN -> ReLU
-    stage 2: widen(64)  -> maxpool 2   -> 3 x block(64) -> BN -> ReLU
-    stage 3: widen(128) -> maxpool 2   -> 3 x block(128) -> BN -> ReLU
-    global average pool
-
-    widen(w)(x) = conv3x3-w(ReLU(BN(conv3x3-w(x)))) + conv1x1-w(x)
-    block(w)(x) = x + conv3x3-w(ReLU(BN([dropout] conv3x3-w(ReLU(BN(x))))))
-
-Convs have no bias and he-normal (fan-in) kernels; activations are ReLU
-(SESEMI's WRN has leakiness 0, so `params['leaky_relu']` is not used).
-`params['net_dropout']` is applied between the two convs of every identity
-block, where SESEMI's WRN puts its dropout. The embedding has 128 channels.
-Images need at least 4 pixels a side.
+Layers: docs/architecture.md.
 """
 
 import tensorflow.compat.v1 as tf
@@ -28,7 +14,7 @@ _WIDTHS = (32, 64, 128)
 
 
 def build(images, training, params):
-  """Returns the [B, 128] embedding of `images` (see the module docstring).
+  """Returns the [B, 128] embedding of `images` (docs/architecture.md).
 
   Args:
     images: float32 [B, H, W, C], normalised.
