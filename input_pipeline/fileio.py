@@ -25,6 +25,7 @@ def write_atomic(path, data):
   directory = os.path.dirname(os.path.abspath(path))
   fd, tmp = tempfile.mkstemp(dir=directory, prefix='.' + os.path.basename(path))
   try:
+    os.fchmod(fd, 0o666 & ~_umask())  # as open() would; mkstemp makes 0600
     with os.fdopen(fd, 'wb' if isinstance(data, bytes) else 'w') as f:
       f.write(data)
       f.flush()
@@ -34,6 +35,12 @@ def write_atomic(path, data):
     if os.path.exists(tmp):
       os.remove(tmp)
     raise
+
+
+def _umask():
+  mask = os.umask(0)
+  os.umask(mask)
+  return mask
 
 
 def _pid_alive(pid):

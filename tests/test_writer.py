@@ -291,6 +291,22 @@ class InterruptedOverwriteTest(tf.test.TestCase):
       self.assertEqual(f.read(), before)  # Same seed: the same split.
 
 
+class WriteAtomicTest(tf.test.TestCase):
+
+  def test_whole_file_with_the_umask_mode(self):
+    path = os.path.join(self.get_temp_dir(), 'params.json')
+    old = os.umask(0o027)
+    try:
+      fileio.write_atomic(path, '{"a": 1}')
+      fileio.write_atomic(path, b'{"a": 2}')
+    finally:
+      os.umask(old)
+    with open(path) as f:
+      self.assertEqual(f.read(), '{"a": 2}')
+    self.assertEqual(os.stat(path).st_mode & 0o777, 0o640)
+    self.assertEqual(os.listdir(os.path.dirname(path)), ['params.json'])
+
+
 class ZcaTest(tf.test.TestCase):
 
   def test_gcn_formula(self):
