@@ -13,6 +13,7 @@ environment that setup.sh makes and .bazelrc.local points Bazel at.
 import ast
 import json
 import os
+import re
 import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -141,9 +142,27 @@ def _list(labels, indent='        '):
   return '[\n' + ''.join('%s"%s",\n' % (indent, l) for l in labels) + '    ]'
 
 
+# Entry points a test starts through data_fixtures' helpers, e.g.
+# run_entry('train') or run_entry('benchmarks/accuracy'): read from the test's
+# source, so its runfiles always hold them.
+ENTRY_CALL = re.compile(
+    r"""(?:run_entry|start_entry|entry_command)\(\s*'([a-z_]+(?:/[a-z_]+)?)'""")
+
+
+def _entry_labels(key):
+  path = os.path.join(ROOT, key + '.py')
+  if not key.startswith('tests/') or not os.path.exists(path):
+    return []
+  with open(path) as f:
+    names = sorted(set(ENTRY_CALL.findall(f.read())))
+  return ['//%s:%s' % tuple(n.split('/')) if '/' in n else '//launch:' + n
+          for n in names]
+
+
 def _data(key):
   """The data attribute of the target at `package/name`."""
-  entries = DATA.get(key, [])
+  entries = list(DATA.get(key, []))
+  entries += [l for l in _entry_labels(key) if l not in entries]
   patterns = [e for e in entries if not e.startswith(('//', ':'))]
   labels = _list([e for e in entries if e.startswith(('//', ':'))])
   if patterns:
