@@ -11,7 +11,6 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 OUT=${OUT:-out}
 SPLIT=fashion_mnist.1@1000-5000
 bash setup.sh
-export TF_CPP_MIN_LOG_LEVEL=2
 PY=.venv/bin/python
 if [ ! -f "$OUT/data/fashion_mnist/dataset_info.json" ]; then
   $PY launch/prepare_data.py --dataset=fashion_mnist \
