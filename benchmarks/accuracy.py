@@ -434,6 +434,12 @@ def read_results(model_dir):
     return json.load(f)
 
 
+def is_done(model_dir, steps):
+  """Whether the run in model_dir was trained and evaluated at `steps`."""
+  results = read_results(model_dir)
+  return bool(results) and results['step'] == steps
+
+
 def check_saved_params(model_dir, params):
   """cli.UsageError when model_dir was trained with other params (another
   --extra or preset): its results would not be this command's."""
@@ -454,8 +460,7 @@ def run_one(algorithm, labels, steps, extra, data_dir, model_dir, params,
   """Trains and evaluates one run unless it is done (labels None: the
   ceiling)."""
   check_saved_params(model_dir, params)
-  results = read_results(model_dir)
-  if results and results['step'] == steps:
+  if is_done(model_dir, steps):
     return
   os.makedirs(model_dir, exist_ok=True)
   checkpoint = model_dir_lib.latest_checkpoint(model_dir)
@@ -719,8 +724,7 @@ def main(argv):
       for seed in seeds[labels]:
         d = run_dir(work_dir, labels, a, seed)
         if FLAGS.report_only:
-          results = read_results(d)
-          if not results or results['step'] != steps[a]:
+          if not is_done(d, steps[a]):
             continue
         else:
           run_one(a, labels, steps[a], extra, data_dir, d,
@@ -746,12 +750,10 @@ def main(argv):
     ceiling_per_step = ceiling_run[1]
     ceiling_steps = int(math.ceil(FLAGS.labeled_images / ceiling_per_step))
     d = run_dir(work_dir, None, a, seed)
-    results = read_results(d)
     if not FLAGS.report_only:
       run_one(a, None, ceiling_steps, extra, data_dir, d,
               run_params(ceiling_run, ceiling_steps, seed), seed, DATASET)
-    if not FLAGS.report_only or (results and
-                                 results['step'] == ceiling_steps):
+    if is_done(d, ceiling_steps):
       all_labels = int(info['splits']['train']['count'])
       ceiling = [cell([summary(a, all_labels, ceiling_steps,
                                ceiling_per_step, d, seed)])]
