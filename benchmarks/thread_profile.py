@@ -51,7 +51,10 @@ def thread_cpu(pid):
 def run_sampled(command, interval):
   """Runs `command`; returns (samples [(time, {tid: cpu})], lines [(time, text)],
   exit code)."""
-  process = subprocess.Popen(command, stdout=subprocess.PIPE,
+  # Unbuffered, so each phase's line arrives when it is printed: the windows
+  # are placed by those arrival times.
+  env = dict(os.environ, PYTHONUNBUFFERED='1')
+  process = subprocess.Popen(command, stdout=subprocess.PIPE, env=env,
                              universal_newlines=True)
   lines = []
 
@@ -74,7 +77,8 @@ def run_sampled(command, interval):
 
 
 def window(samples, start, end, min_cpu):
-  """Per-thread CPU between the samples nearest `start` and `end`."""
+  """Per-thread CPU between the samples nearest `start` and `end`; from_s and
+  to_s are those samples' times from the first sample."""
   first = min(samples, key=lambda s: abs(s[0] - start))
   last = min(samples, key=lambda s: abs(s[0] - end))
   per_thread = sorted((cpu - first[1].get(tid, 0.) for tid, cpu in
@@ -82,7 +86,9 @@ def window(samples, start, end, min_cpu):
   wall = last[0] - first[0]
   total = sum(per_thread)
   kept = [round(c, 1) for c in per_thread if c >= min_cpu]
-  return {'window_s': round(wall, 1), 'cpu_s': round(total, 1),
+  return {'from_s': round(first[0] - samples[0][0], 2),
+          'to_s': round(last[0] - samples[0][0], 2),
+          'window_s': round(wall, 1), 'cpu_s': round(total, 1),
           'cores_busy': round(total / wall, 3) if wall > 0 else None,
           'threads_cpu_s': kept,
           'other_cpu_s': round(total - sum(kept), 1)}

@@ -239,7 +239,7 @@ class ThreadProfileTest(tf.test.TestCase):
         'benchmarks/thread_profile', '--interval=0.05', '--min_cpu=0.01',
         '--', *data_fixtures.entry_command(
             'benchmarks/throughput', ['--algorithm=supervised',
-                                      '--batch_size=8', '--steps=20',
+                                      '--batch_size=8', '--steps=40',
                                       '--warmup=1', '--images=200',
                                       '--labeled_images=50', '--ceiling'] +
             TINY_NET))
@@ -259,6 +259,11 @@ class ThreadProfileTest(tf.test.TestCase):
       self.assertEqual(f['threads_cpu_s'],
                        sorted(f['threads_cpu_s'], reverse=True))
       self.assertLessEqual(f['cores_busy'], os.cpu_count() + 0.5)
+    # Each window sits on its own phase: the real phase ends before the
+    # ceiling's begins (with buffered output both were placed at the exit).
+    phases = figures['phases']
+    self.assertLessEqual(phases['real']['to_s'],
+                         phases['ceiling']['from_s'] + 0.1)
 
   def test_no_command_is_one_line(self):
     result = data_fixtures.run_entry('benchmarks/thread_profile',
