@@ -657,7 +657,7 @@ def document(by_labels, ceiling, extra, start_load):
       'Command (from the repository root; run again, it resumes):', '',
       '    ' + command_line(), '',
       'Every run trains from its preset `launch/configs/fmnist_ALGORITHM.cfg` '
-      'with `%s` and `--seed=SEED` added, on `%s`, for ceil(%d / labeled '
+      'with %s`--seed=SEED` added, on `%s`, for ceil(%d / labeled '
       'images a step) steps (train.py\'s count: SESEMI\'s labeled batch is '
       '6 × --batch_size) with %d periodic validation evaluations, then is '
       'evaluated by `launch/eval.py`. Accuracy in %%. "test" / "valid" is the '
@@ -670,7 +670,7 @@ def document(by_labels, ceiling, extra, start_load):
       'reached it ("(k/n)": k of n seeds did; the mean is theirs). Labeled '
       'img/s: the median of train.py\'s progress lines; wall min: training '
       'and evaluation, summed over sessions.'
-      % (' '.join(extra) or 'nothing', '%s.SEED@LABELS-%d' % (
+      % ('`%s` and ' % ' '.join(extra) if extra else '', '%s.SEED@LABELS-%d' % (
           DATASET, FLAGS.valid), FLAGS.labeled_images, FLAGS.evals_per_run),
       '']
   for labels, rows in by_labels:
