@@ -32,6 +32,7 @@ import tensorflow.compat.v1 as tf
 
 from input_pipeline import dataset_info
 from input_pipeline import fileio
+from input_pipeline import sources
 from input_pipeline import splits as splits_lib
 from model_fns import registry
 from runner import cli
@@ -274,12 +275,16 @@ def resolve_run(algorithm, extra, info, data_dir, dataset):
       params_lib.explicit_keys(values))
 
 
-def run_params(resolved, steps, seed):
-  """The params train.py resolves for a run of `steps` steps with --seed:
-  `resolve_run`'s, with the length and the ramps scaled to it."""
+def run_params(resolved, steps, seed, data_dir, dataset):
+  """The params train.py resolves for a run of `steps` steps with --seed on
+  `dataset`: `resolve_run`'s, with the length and the ramps scaled to it and
+  the facts train.py adds from the split (params.add_data_params)."""
   params, _, explicit = resolved
   params = dict(params, seed=seed, train_steps=steps)
-  return params_lib.scale_schedules(params, explicit | {'seed'})
+  params = params_lib.scale_schedules(params, explicit | {'seed'})
+  needs = registry.get(params['algorithm']).input_needs(params)
+  params_lib.add_data_params(params, needs, sources.resolve(data_dir, dataset))
+  return params
 
 
 def _say(text):
@@ -456,12 +461,13 @@ def check_saved_params(model_dir, params):
 
 
 def run_one(algorithm, labels, steps, extra, data_dir, model_dir, params,
-            seed, dataset):
+            seed, dataset, train=True):
   """Trains and evaluates one run unless it is done (labels None: the
-  ceiling)."""
+  ceiling); returns whether it is done. `train` False (--report_only) only
+  checks: a run trained with other params is refused either way."""
   check_saved_params(model_dir, params)
-  if is_done(model_dir, steps):
-    return
+  if is_done(model_dir, steps) or not train:
+    return is_done(model_dir, steps)
   os.makedirs(model_dir, exist_ok=True)
   checkpoint = model_dir_lib.latest_checkpoint(model_dir)
   if checkpoint and model_dir_lib.checkpoint_step(checkpoint) > steps:
@@ -489,6 +495,7 @@ def run_one(algorithm, labels, steps, extra, data_dir, model_dir, params,
   run_command([python, os.path.join(ROOT, 'launch', 'eval.py'),
                '--model_dir=' + model_dir], log_path,
               'launch/eval.py (%s)' % what, timer)
+  return True
 
 
 def labeled_rate(log_path):
@@ -723,13 +730,12 @@ def main(argv):
       runs = []
       for seed in seeds[labels]:
         d = run_dir(work_dir, labels, a, seed)
-        if FLAGS.report_only:
-          if not is_done(d, steps[a]):
-            continue
-        else:
-          run_one(a, labels, steps[a], extra, data_dir, d,
-                  run_params(resolved[a], steps[a], seed), seed,
-                  split_name(labels, FLAGS.valid, seed))
+        split = split_name(labels, FLAGS.valid, seed)
+        if not run_one(a, labels, steps[a], extra, data_dir, d,
+                       run_params(resolved[a], steps[a], seed, data_dir,
+                                  split), seed, split,
+                       train=not FLAGS.report_only):
+          continue
         model_dirs.append(d)
         names.append(a if len(seeds[labels]) == 1 else '%s_s%d' % (a, seed))
         runs.append(summary(a, labels, steps[a], per_step[a], d, seed))
@@ -750,17 +756,17 @@ def main(argv):
     ceiling_per_step = ceiling_run[1]
     ceiling_steps = int(math.ceil(FLAGS.labeled_images / ceiling_per_step))
     d = run_dir(work_dir, None, a, seed)
-    if not FLAGS.report_only:
-      run_one(a, None, ceiling_steps, extra, data_dir, d,
-              run_params(ceiling_run, ceiling_steps, seed), seed, DATASET)
-    if is_done(d, ceiling_steps):
+    if run_one(a, None, ceiling_steps, extra, data_dir, d,
+               run_params(ceiling_run, ceiling_steps, seed, data_dir,
+                          DATASET), seed, DATASET,
+               train=not FLAGS.report_only):
       all_labels = int(info['splits']['train']['count'])
       ceiling = [cell([summary(a, all_labels, ceiling_steps,
                                ceiling_per_step, d, seed)])]
   os.makedirs(docs_dir, exist_ok=True)
   doc_path = os.path.join(docs_dir, DOC_FILE)
   fileio.write_atomic(doc_path, document(by_labels, ceiling, extra,
-                                                start_load))
+                                         start_load))
   for labels, rows in by_labels:
     _say('\n%d labels:' % labels)
     _say('\n'.join(table(rows)))

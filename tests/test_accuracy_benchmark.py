@@ -263,6 +263,22 @@ class AccuracyBenchmarkTest(tf.test.TestCase):
     self.assertEqual(table['sesemi'], markdown_table(self.markdown,
                                                      HEADING)['sesemi'])
 
+  def test_resume_accepts_runs_with_data_params(self):
+    # FlexMatch's params.json holds facts train.py adds from the split
+    # (unlabeled_pool_size, unlabeled_index_range): a second invocation and
+    # --report_only must compare against them, not refuse the run.
+    runs = os.path.join(self.work, 'runs_flexmatch')
+    args = [a for a in self.args if not a.startswith(
+        ('--algorithms=', '--docs_dir=', '--work_dir='))] + [
+            '--algorithms=flexmatch', '--noceiling', '--work_dir=' + runs,
+            '--docs_dir=' + os.path.join(self.work, 'docs_flexmatch')]
+    first = run_script(*args)
+    self.assertEqual(first.returncode, 0, first.stderr[-3000:])
+    for extra in ([], ['--report_only']):
+      again = run_script(*(args + extra))
+      self.assertEqual(again.returncode, 0, again.stderr[-3000:])
+      self.assertNotIn('training', again.stdout)
+
   def test_bad_flags_are_one_line_errors(self):
     cases = [
         (['--algorithms=supervised,nope'], "unknown algorithm 'nope'"),
