@@ -78,6 +78,9 @@ TABLE_ACCURACIES = (
     ('test', 'test'), ('test tuned', 'test_tuned'), ('valid', 'valid'),
     ('valid tuned', 'valid_tuned'), ('test raw', 'test_raw'),
     ('test EMA', 'test_ema'))
+# After a tuned figure that an older eval.py computed (EMA row measured with
+# the raw weights' statistics).
+OLD_TUNE_MARK = ' †'
 TABLE_HEADER = (['algorithm', 'seeds', 'steps', 'labeled a step',
                  'labeled images'] + [h for h, _ in TABLE_ACCURACIES] +
                 ['min to %d %%' % t for t in THRESHOLDS] +
@@ -445,6 +448,12 @@ def is_done(model_dir, steps):
   return bool(results) and results['step'] == steps
 
 
+def tuned_per_row(results):
+  """Whether eval.py re-estimated each tuned row with its own weights (an
+  older eval gave the raw model's statistics to the EMA row too)."""
+  return bool((results.get('tune') or {}).get('per_row'))
+
+
 def check_saved_params(model_dir, params):
   """cli.UsageError when model_dir was trained with other params (another
   --extra or preset): its results would not be this command's."""
@@ -463,11 +472,25 @@ def check_saved_params(model_dir, params):
 def run_one(algorithm, labels, steps, extra, data_dir, model_dir, params,
             seed, dataset, train=True):
   """Trains and evaluates one run unless it is done (labels None: the
-  ceiling); returns whether it is done. `train` False (--report_only) only
-  checks: a run trained with other params is refused either way."""
+  ceiling), or only evaluates it again when an older eval.py evaluated it;
+  returns whether it is done. `train` False (--report_only) only checks: a
+  run trained with other params is refused either way."""
   check_saved_params(model_dir, params)
-  if is_done(model_dir, steps) or not train:
+  what = '%s labels, %s, seed %d' % ('all' if labels is None else labels,
+                                     algorithm, seed)
+  log_path = os.path.join(model_dir, LOG_FILE)
+  python = sys.executable
+  evaluate = [python, os.path.join(ROOT, 'launch', 'eval.py'),
+              '--model_dir=' + model_dir]
+  if not train:
     return is_done(model_dir, steps)
+  if is_done(model_dir, steps):
+    if not tuned_per_row(read_results(model_dir)):
+      # Evaluated by an older eval.py: evaluate again, outside the timed
+      # wall minutes (they already hold the first evaluation).
+      _say('%s: evaluating again (tuned rows from an older eval.py)' % what)
+      run_command(evaluate, log_path, 'launch/eval.py (%s)' % what)
+    return True
   os.makedirs(model_dir, exist_ok=True)
   checkpoint = model_dir_lib.latest_checkpoint(model_dir)
   if checkpoint and model_dir_lib.checkpoint_step(checkpoint) > steps:
@@ -475,12 +498,8 @@ def run_one(algorithm, labels, steps, extra, data_dir, model_dir, params,
         '%s is at step %d, past the %d steps of --labeled_images=%d; use '
         'another --work_dir' % (model_dir, model_dir_lib.checkpoint_step(
             checkpoint), steps, FLAGS.labeled_images))
-  log_path = os.path.join(model_dir, LOG_FILE)
   timer = Timer(model_dir)
-  python = sys.executable
   every = int(math.ceil(steps / FLAGS.evals_per_run))
-  what = '%s labels, %s, seed %d' % ('all' if labels is None else labels,
-                                     algorithm, seed)
   _say('%s: training %d steps%s (log %s)' % (
       what, steps, ', resuming' if checkpoint else '', log_path))
   run_command(
@@ -492,9 +511,7 @@ def run_one(algorithm, labels, steps, extra, data_dir, model_dir, params,
        '--log_every_steps=%d' % max(1, steps // 10)] + extra,
       log_path, 'launch/train.py (%s)' % what, timer)
   _say('%s: evaluating' % what)
-  run_command([python, os.path.join(ROOT, 'launch', 'eval.py'),
-               '--model_dir=' + model_dir], log_path,
-              'launch/eval.py (%s)' % what, timer)
+  run_command(evaluate, log_path, 'launch/eval.py (%s)' % what, timer)
   return True
 
 
@@ -517,7 +534,8 @@ def summary(algorithm, labels, steps, per_step, model_dir, seed):
          'step': results['step'], 'steps': steps,
          'labeled_per_step': per_step, 'labeled_images': steps * per_step,
          'model_dir': model_dir, 'headline_row': top['row'],
-         'tune': (results.get('tune') or {}).get('mode')}
+         'tune': (results.get('tune') or {}).get('mode'),
+         'tuned_per_row': tuned_per_row(results)}
   for column in ('test', 'valid'):
     row[column] = (rows.get(top['row']) or {}).get(column)
     row[column + '_tuned'] = (rows.get('tuned_' + top['row']) or {}).get(
@@ -551,6 +569,7 @@ def cell(runs):
   row = {key: first[key] for key in ('algorithm', 'labels', 'steps',
                                      'labeled_per_step', 'labeled_images')}
   row['seeds'] = [r['seed'] for r in runs]
+  row['tuned_per_row'] = all(r['tuned_per_row'] for r in runs)
   keys = ([key for _, key in TABLE_ACCURACIES] + [k for k, _, _ in ACCURACIES]
           + ['minutes_to_%d' % t for t in THRESHOLDS] +
           ['labeled_img_per_s', 'wall_minutes'])
@@ -590,7 +609,9 @@ def table(rows):
     cells = [r['algorithm'], ','.join(str(s) for s in r['seeds']),
              str(r['steps']), str(r['labeled_per_step']),
              str(r['labeled_images'])]
-    cells += [_mean_cell(r, key) for _, key in TABLE_ACCURACIES]
+    cells += [_mean_cell(r, key) + (
+        OLD_TUNE_MARK if 'tuned' in key and not r['tuned_per_row'] and
+        r[key] is not None else '') for _, key in TABLE_ACCURACIES]
     for threshold in THRESHOLDS:
       key = 'minutes_to_%d' % threshold
       text = _mean_cell(r, key, digits=1)
@@ -671,7 +692,9 @@ def document(by_labels, ceiling, extra, start_load):
       'headline: the EMA model where the run keeps one, else the raw model, '
       'untuned; "tuned" is that model after eval.py\'s batch-norm '
       're-estimation (`--tune=stream`: BN updates on the training stream, as '
-      'libml). Over several seeds a cell is mean ± sample standard deviation. '
+      'libml, with that model\'s own weights; "†": by an older eval.py that '
+      'gave the raw model\'s statistics to the EMA model too, which running '
+      'the command again replaces). Over several seeds a cell is mean ± sample standard deviation. '
       '"min to 80 %%" / "min to 85 %%": wall minutes until a periodic '
       'evaluation\'s validation accuracy (EMA where kept, else raw) first '
       'reached it ("(k/n)": k of n seeds did; the mean is theirs). Labeled '

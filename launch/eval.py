@@ -17,8 +17,10 @@ the table and stored as `headline` in eval_results.json.
     for the libml family). Only the batch-norm updates the algorithm keeps
     in training run (MixMatch's first interleaved batch, SESEMI's supervised
     branch); supervised training therefore tunes on labeled images only.
-    The raw and EMA models share the moving statistics, so both tuned rows
-    use the one re-estimate, as in libml.
+    Each tuned row re-estimates with its own weights' forward pass (libml
+    runs the raw model's and gives its statistics to the EMA model too,
+    which misfits wherever the raw weights swing far from their average,
+    e.g. ReMixMatch's constant-rate Adam); both rows replay the same stream.
   exact: the population mean and pooled variance of every batch-norm layer
     over `--tune_images` un-augmented training images (labeled and
     unlabeled parts), computed per row (raw, EMA).
@@ -120,28 +122,46 @@ class _Graph(object):
     self.assign_stats = tf.group(*[v.assign(p) for v, p in
                                    zip(stats, self.stat_values)])
     self.probabilities = {k: tf.nn.softmax(v) for k, v in self.logits.items()}
-    self.tune_op = None
+    self.tune_ops = None
+    self.tune_init = None
     self.tune_batch = None
 
   def add_stream_tuning(self, params, source, norm=None):
     """Builds the algorithm's training forward pass on its training stream.
 
-    `self.tune_op` runs the batch-norm updates that training keeps
-    (`LossResult.update_ops`, default every update op the losses created)
-    for one batch of the stream, without any optimizer step;
-    `self.tune_batch` is the labeled images per run of it.
+    `self.tune_ops[row]` runs, for one batch of the stream and without any
+    optimizer step, the batch-norm updates that training keeps
+    (`LossResult.update_ops`, default every update op the losses created),
+    with that row's weights (raw, or the EMA's shadows; the moving
+    statistics are shared). `self.tune_init` restarts the stream;
+    `self.tune_batch` is the labeled images per run of a tune op.
     """
     algorithm = registry.get(params['algorithm'])
     needs = algorithm.input_needs(params)
     seed = params.get('seed', 0) * 1000003 + TUNE_SEED_SALT
     dataset = inputs.train_input_fn(source, needs, params, seed=seed,
                                     norm=norm)()
-    features, labels = tf.data.make_one_shot_iterator(dataset).get_next()
-    losses, created = base.ops_created_by(
-        algorithm.train_losses, features, labels, params, self.model)
-    update_ops = created if losses.update_ops is None else losses.update_ops
-    self.tune_op = tf.group(*update_ops)
+    iterator = tf.data.make_initializable_iterator(dataset)
+    self.tune_init = iterator.initializer
+    features, labels = iterator.get_next()
+    self.tune_ops = {}
+    for row in self.logits:
+      getter = spec_lib.ema_getter(self.model.ema) if row == 'ema' else None
+      with tf.variable_scope(tf.get_variable_scope(), custom_getter=getter,
+                             reuse=tf.AUTO_REUSE if getter else None):
+        losses, created = base.ops_created_by(
+            algorithm.train_losses, features, labels, params, self.model)
+      update_ops = created if losses.update_ops is None else losses.update_ops
+      self.tune_ops[row] = tf.group(*update_ops)
     self.tune_batch = needs.batch_size
+
+  def stream_tune(self, sess, row, steps, start_stats):
+    """Sets the moving statistics to `start_stats`, then runs `steps`
+    batch-norm updates of `row`'s forward pass from the stream's start."""
+    sess.run(self.assign_stats, dict(zip(self.stat_values, start_stats)))
+    sess.run(self.tune_init)
+    for _ in range(steps):
+      sess.run(self.tune_ops[row])
 
 
 def _batches(source, part, batch_size, params, limit=None, norm=None):
@@ -274,16 +294,15 @@ def evaluate(params, checkpoint, batch_size=256, tune_images=16384, tta=False,
                                  batch_size, params, norm)
       if tune == 'stream' and tune_images > 0:
         steps = max(1, tune_images // graph.tune_batch)
-        for _ in range(steps):
-          sess.run(graph.tune_op)
         for row in list(graph.logits):
+          graph.stream_tune(sess, row, steps, trained_stats)
           results['tuned_' + row] = _table_of(sess, graph, row, source,
                                               columns, batch_size, params, norm)
         sess.run(graph.assign_stats,
                  dict(zip(graph.stat_values, trained_stats)))
         tune_record = {'mode': 'stream', 'steps': steps,
                        'batch': graph.tune_batch,
-                       'images': steps * graph.tune_batch}
+                       'images': steps * graph.tune_batch, 'per_row': True}
       elif tune == 'exact':
         tune_record = {'mode': 'exact', 'images': tune_images}
         for row in list(graph.logits):
@@ -335,8 +354,10 @@ def describe(results):
     lines.append('tuned rows: not computed')
   elif tune['mode'] == 'stream':
     lines.append('tuned rows (--tune=stream): %d batch-norm update steps on '
-                 'the training stream (%d labeled images a step)'
-                 % (tune['steps'], tune['batch']))
+                 'the training stream (%d labeled images a step)%s'
+                 % (tune['steps'], tune['batch'],
+                    ', each row with its own weights' if tune.get('per_row')
+                    else ''))
   else:
     lines.append('tuned rows (--tune=exact): population statistics over up '
                  'to %d un-augmented training images' % tune['images'])

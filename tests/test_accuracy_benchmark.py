@@ -279,6 +279,45 @@ class AccuracyBenchmarkTest(tf.test.TestCase):
       self.assertEqual(again.returncode, 0, again.stderr[-3000:])
       self.assertNotIn('training', again.stdout)
 
+  def test_older_evaluation_is_marked_then_evaluated_again(self):
+    # A run evaluated by an eval.py before per-row stream tuning: its tuned
+    # cells carry the mark; a second invocation evaluates it again (not
+    # trains), outside its timed wall minutes.
+    runs = os.path.join(self.work, 'runs_old_eval')
+    shutil.copytree(self.runs, runs)
+    model_dir = os.path.join(runs, str(LABELS), 'sesemi_s1')
+    path = os.path.join(model_dir, 'eval_results.json')
+    with open(path) as f:
+      results = json.load(f)
+    del results['tune']['per_row']
+    with open(path, 'w') as f:
+      json.dump(results, f)
+    with open(os.path.join(model_dir, 'accuracy_timing.json')) as f:
+      timing = f.read()
+    args = [a for a in self.args if not a.startswith(
+        ('--docs_dir=', '--work_dir='))] + ['--work_dir=' + runs]
+    docs = os.path.join(self.work, 'docs_old_eval')
+    tables = []
+    for extra in (['--report_only'], []):
+      result = run_script(*(args + extra + ['--docs_dir=' + docs]))
+      self.assertEqual(result.returncode, 0, result.stderr[-3000:])
+      self.assertNotIn('training', result.stdout)
+      with open(os.path.join(docs, 'accuracy.md')) as f:
+        tables.append(markdown_table(f.read(), HEADING))
+    self.assertIn('10 labels, sesemi, seed 1: evaluating again',
+                  result.stdout)
+    self.assertNotIn('supervised, seed 1: evaluating', result.stdout)
+    stale, fresh = tables
+    for column in ('test tuned', 'valid tuned'):
+      self.assertTrue(stale['sesemi'][column].endswith(' †'))
+      self.assertFalse(stale['supervised'][column].endswith('†'))
+      self.assertFalse(fresh['sesemi'][column].endswith('†'))
+    self.assertEqual(stale['sesemi']['test'], fresh['sesemi']['test'])
+    with open(path) as f:
+      self.assertTrue(json.load(f)['tune']['per_row'])
+    with open(os.path.join(model_dir, 'accuracy_timing.json')) as f:
+      self.assertEqual(f.read(), timing)
+
   def test_bad_flags_are_one_line_errors(self):
     cases = [
         (['--algorithms=supervised,nope'], "unknown algorithm 'nope'"),
@@ -317,7 +356,7 @@ class AggregationTest(tf.test.TestCase):
            'test': test, 'test_tuned': tuned, 'valid': test - 1.,
            'valid_tuned': tuned - 1., 'minutes_to_80': minutes_80,
            'minutes_to_85': minutes_85, 'labeled_img_per_s': 100. + seed,
-           'wall_minutes': 30. + seed, 'runtimes': []}
+           'wall_minutes': 30. + seed, 'runtimes': [], 'tuned_per_row': True}
     for key, _, _ in self.accuracy.ACCURACIES:
       row[key] = test
     return row
@@ -342,6 +381,12 @@ class AggregationTest(tf.test.TestCase):
     # One seed: no spread.
     single = self.accuracy.table([self.accuracy.cell(runs[:1])])[2]
     self.assertIn('| 86.00 | 87.00 |', single)
+    # A seed whose tuned rows an older eval.py computed marks the tuned cells.
+    runs[1]['tuned_per_row'] = False
+    cells = dict(zip(header, [c.strip() for c in self.accuracy.table(
+        [self.accuracy.cell(runs)])[2].strip('|').split('|')]))
+    self.assertEqual(cells['test tuned'], '87.50 ± 0.71 †')
+    self.assertEqual(cells['test'], '87.00 ± 1.41')
 
   def test_minutes_to_threshold(self):
     evals = [{'step': 20, 'seconds': 600., 'accuracy': 84., 'ema_accuracy':

@@ -101,7 +101,8 @@ class LaunchTest(data_fixtures.TinyDataTestCase):
     # Default tuning: libml's BN updates on the training stream (SESEMI's
     # labeled batch is 6 x batch_size = 6 images: 60 // 6 steps).
     self.assertEqual(table['tune'], {'mode': 'stream', 'steps': 10,
-                                     'batch': 6, 'images': 60})
+                                     'batch': 6, 'images': 60,
+                                     'per_row': True})
     self.assertEqual(table['headline'],
                      {'row': 'ema', 'column': 'test',
                       'accuracy': table['results']['ema']['test']})
@@ -257,7 +258,8 @@ class LaunchTest(data_fixtures.TinyDataTestCase):
     # labeled batches (4 images). Supervised keeps an EMA (libml's 0.999):
     # the headline is the EMA model's.
     for mode, record in (
-        ('stream', {'mode': 'stream', 'steps': 5, 'batch': 4, 'images': 20}),
+        ('stream', {'mode': 'stream', 'steps': 5, 'batch': 4, 'images': 20,
+                    'per_row': True}),
         ('exact', {'mode': 'exact', 'images': 20})):
       result = run_entry('eval', '--model_dir=' + model_dir,
                          '--tune=' + mode, '--tune_images=20')
