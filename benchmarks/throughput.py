@@ -204,10 +204,8 @@ def benchmark(flag_values, work_dir, printer=print):
     if not data_dir or not flag_values.dataset:
       raise cli.UsageError('--data=prepared needs --data_dir and --dataset')
     source = sources.resolve(data_dir, flag_values.dataset)
-    facts = {'num_classes': int(source.info['num_classes']),
-             'image_shape': list(source.info['image_shape']),
-             'dataset': source.name, 'data_dir': data_dir}
-    params = params_lib.resolve(flag_values, facts)
+    params = params_lib.resolve(
+        flag_values, params_lib.data_facts(source, data_dir, source.name))
   else:
     data_dir = os.path.join(work_dir, 'data')
     facts = {'num_classes': SYNTHETIC_CLASSES,

@@ -202,10 +202,8 @@ def _run(flag_values, printer, opts, strategy, cluster, shard, data_dir,
   model_dir = cli.resolve_path(model_dir)
   model_dir_lib.check_writable(model_dir)
   source = sources.resolve(data_dir, name)
-  facts = {'num_classes': int(source.info['num_classes']),
-           'image_shape': list(source.info['image_shape']),
-           'dataset': name, 'data_dir': data_dir}
-  params = params_lib.resolve(flag_values, facts)
+  params = params_lib.resolve(
+      flag_values, params_lib.data_facts(source, data_dir, name))
   algorithm = registry.get(params['algorithm'])
   try:
     params['train_steps'] = registry.default_train_steps(params, source.counts)

@@ -86,6 +86,13 @@ def reorder_flagfiles(argv):
   return argv[:1] + files + rest
 
 
+def data_facts(source, data_dir, dataset):
+  """The `resolve` data facts of a resolved source (sources.resolve)."""
+  return {'num_classes': int(source.info['num_classes']),
+          'image_shape': list(source.info['image_shape']),
+          'dataset': dataset, 'data_dir': data_dir}
+
+
 def resolve(flag_values, data_facts):
   """Returns the params dict for the flags given and the data's facts.
 

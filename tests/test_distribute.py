@@ -181,10 +181,8 @@ class StrategyCorrectnessTest(DataTestBase):
     flags.FLAGS(params_lib.reorder_flagfiles(argv))
     try:
       source = sources.resolve(self.data_dir, self.split)
-      facts = {'num_classes': int(source.info['num_classes']),
-               'image_shape': list(source.info['image_shape']),
-               'dataset': self.split, 'data_dir': self.data_dir}
-      params = params_lib.resolve(flags.FLAGS, facts)
+      params = params_lib.resolve(flags.FLAGS, params_lib.data_facts(
+          source, self.data_dir, self.split))
     finally:
       flags.FLAGS.unparse_flags()
     params['train_steps'] = registry.default_train_steps(params, source.counts)

@@ -27,10 +27,8 @@ class StreamTuningTest(data_fixtures.TinyDataTestCase):
         argv + data_fixtures.TINY_NET + list(extra)))
     try:
       source = sources.resolve(self.data_dir, self.split)
-      facts = {'num_classes': int(source.info['num_classes']),
-               'image_shape': list(source.info['image_shape']),
-               'dataset': self.split, 'data_dir': self.data_dir}
-      params = params_lib.resolve(flags.FLAGS, facts)
+      params = params_lib.resolve(flags.FLAGS, params_lib.data_facts(
+          source, self.data_dir, self.split))
     finally:
       flags.FLAGS.unparse_flags()
     params['train_steps'] = registry.default_train_steps(params, source.counts)
