@@ -22,6 +22,9 @@ its eval_results.json (launch/eval.py), and writes to OUTPUT_DIR:
 
 Runs are overlaid in every plot, one colour per run. A run without
 eval_results.json or without a checkpoint is reported with what it has.
+Writing into an earlier report's OUTPUT_DIR replaces it: the earlier plots
+this report does not draw again (listed in its report.json) are removed,
+and nothing else there is touched.
 """
 
 import collections
@@ -505,6 +508,7 @@ def report(model_dirs, output_dir, names=None, data_dir=None, batch_size=256,
   created = not os.path.exists(output_dir)
   model_dir_lib.prepare(output_dir, '--output_dir')
   before = set(os.listdir(output_dir))
+  previous = _previous_plots(output_dir)
   try:
     plots, data = _write_report(runs, confusions, output_dir)
   except BaseException:
@@ -523,7 +527,34 @@ def report(model_dirs, output_dir, names=None, data_dir=None, batch_size=256,
   written += sorted(plots['confusion'].values())
   for path in written + [out(DATA_FILE), out(REPORT_FILE)]:
     printer('wrote %s' % path)
+  for name in sorted(previous - {os.path.basename(p) for p in written}):
+    if os.path.isfile(out(name)):
+      os.remove(out(name))
+      printer('removed %s (the previous report\'s, not in this one)'
+              % out(name))
   return data
+
+
+def _previous_plots(output_dir):
+  """Names of the plots the report already in OUTPUT_DIR wrote (from its
+  report.json), so that a new report removes those it does not redraw.
+
+  Only PNG names directly in OUTPUT_DIR count; anything else there (or an
+  unreadable report.json) is left alone.
+  """
+  try:
+    with open(os.path.join(output_dir, DATA_FILE)) as f:
+      plots = json.load(f)['plots']
+    paths = [p for k, p in plots.items() if k != 'confusion' and p]
+    paths += list(plots.get('confusion', {}).values())
+  except (OSError, ValueError, KeyError, TypeError, AttributeError):
+    return set()
+  names = set()
+  for path in paths:
+    name = os.path.basename(str(path))
+    if name.endswith('.png') and name == _file_name(name[:-4]) + '.png':
+      names.add(name)
+  return names
 
 
 def main(argv):

@@ -119,6 +119,26 @@ class ReportTest(tf.test.TestCase):
     self.assertEqual(rows[0][1:], ['class%d' % c for c in range(NUM_CLASSES)])
     self.assertAllEqual(np.array([r[1:] for r in rows[1:5]], np.int64), matrix)
 
+  def test_a_new_report_removes_the_earlier_plots_it_does_not_draw(self):
+    out = os.path.join(self.get_temp_dir(), 'again')
+    shutil.copytree(self.out, out)
+    mine = os.path.join(out, 'mine.png')  # the user's, not in report.json
+    with open(mine, 'wb') as f:
+      f.write(b'not ours')
+    lines = []
+    report_lib.report([self.raw_dir], out, confusion=False,
+                      printer=lines.append)
+    self.assertCountEqual(os.listdir(out), [
+        'losses.png', 'lr.png', 'accuracy.png', 'mine.png', 'report.md',
+        'report.json'])
+    for name in ('confusion_with_ema.png', 'confusion_no_ema.png'):
+      self.assertIn("removed %s (the previous report's, not in this one)"
+                    % os.path.join(out, name), lines)
+    with open(mine, 'rb') as f:
+      self.assertEqual(f.read(), b'not ours')
+    with open(os.path.join(out, 'report.md')) as f:
+      self.assertNotIn('confusion_', f.read())
+
   def test_markdown_eval_table_equals_eval_results(self):
     rows = _markdown_table(self.markdown, '')
     counts = self.results['counts']
