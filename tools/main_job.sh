@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The main job on a fresh machine: set up, prepare the offline Fashion-MNIST
 # (Debian's copy) with a 100-label split, train SESEMI, print the evaluation
-# table and export a SavedModel. About 15 minutes on 2 CPU cores.
+# table and export a SavedModel. About 5 minutes on 2 quiet CPU cores.
 #
 # Outputs (override with OUT=...): $OUT/data (TFRecords and the split),
 # $OUT/runs/sesemi (checkpoints, events, params.json, eval_results.json),
